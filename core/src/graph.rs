@@ -1,0 +1,755 @@
+//! The dependency graph: every operation of SPEC §2–§3 on units, with no I/O.
+//!
+//! # Concurrency design
+//! - **Units** live in a sharded `dashmap` (see `table`) and are never removed while the graph lives.
+//! - **Status** (state, unmet-dependency count, last event number) is one `AtomicU64` per unit
+//!   (see `state`). Every status change is a single CAS on that word: that CAS is the operation's
+//!   *linearization point*. `start` succeeds only by CAS-ing `(pending, unmet = 0)` to `started`, so the
+//!   readiness check and the transition are one step, and nothing can slip between them.
+//! - **Edges** are two lock-free append-only lists per unit (see `edges`). A unit that completes or
+//!   fails *seals* its dependents list; an edge pushed before the seal is accounted for by the
+//!   finisher, an edge refused by the seal is accounted for by the inserter. Exactly one of them does.
+//! - **Readiness** is `unmet == 0`. `want` raises the count (CAS, only while pending) *before* it
+//!   publishes the edge, so a finisher can never decrement below zero; completing a unit decrements each
+//!   direct dependent once (`fetch_sub`) and touches nothing else.
+//! - **Failure** propagates along sealed dependents lists to every unit that has not started.
+//! - **Structural changes** (registering a new name, adding edges) are serialised by one short
+//!   *structure lock*, which also guards the topological order used for the cycle check (see `topo`).
+//!   Status changes, readiness queries and wake-ups never take it.
+//! - **Waiters** park on their unit's `Notify`, which is signalled after every change of the unit's
+//!   status and of any of its dependencies' states (see `waiting`).
+//!
+//! # Invariants
+//! 1. `unmet(u)` = number of `u`'s dependency edges whose dependency has not completed, *plus* the
+//!    edges a `want` in progress has counted but not yet published.
+//! 2. A unit is `started` only if its word had `unmet == 0` at the CAS, so every dependency was
+//!    completed at that instant.
+//! 3. A unit whose dependency failed is failed before it can start: the failed dependency never
+//!    completes, so the dependent's `unmet` stays above zero until propagation reaches it.
+//! 4. The topological order agrees with every edge whenever the structure lock is free.
+//! 5. Event numbers of one unit increase with its real order of changes (see `events`).
+
+use crate::edges::Sealed;
+use crate::error::{valid_name, GraphError, Operation};
+use crate::events::{Event, EventKind, EventLog, Subscription};
+use crate::name::UnitName;
+use crate::state::{StatusWord, UnitState, MAX_UNMET, ONE_UNMET};
+use crate::sync::{lock, Arc, Mutex, Ordering};
+use crate::table::UnitTable;
+use crate::topo;
+use crate::unit::{Failure, Stamp, Unit};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// How many events a subscriber may fall behind before it is told it lagged.
+pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
+
+/// The unit dependency graph. Cheap to clone: clones share the same graph.
+#[derive(Clone)]
+pub struct Graph {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) units: UnitTable,
+    structure: Mutex<Structure>,
+    pub(crate) events: Arc<EventLog>,
+    origin: Instant,
+}
+
+/// What the structure lock guards besides the right to add edges and names.
+struct Structure {
+    /// Next topological order for a registered unit (grows up).
+    next_registered: i64,
+    /// Next topological order for a unit first seen as a dependency (grows down).
+    next_unknown: i64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for unit in self.units.all() {
+            // SAFETY: the graph is being dropped, and units are reachable only through it (its table
+            // and the edge lists of its units; every future and subscription that uses a unit holds a
+            // `Graph`, which keeps `Inner` alive). So no other thread can touch these lists now.
+            unsafe {
+                unit.dependencies.clear();
+                unit.dependents.clear();
+            }
+        }
+    }
+}
+
+/// The state of one dependency of a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyStatus {
+    /// The dependency.
+    pub name: UnitName,
+    /// The state it must reach (always `completed`).
+    pub required: UnitState,
+    /// Its state now.
+    pub current: UnitState,
+    /// Whether `current` satisfies `required`.
+    pub satisfied: bool,
+}
+
+/// Everything known about one unit at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitSnapshot {
+    /// The unit.
+    pub name: UnitName,
+    /// Its state.
+    pub state: UnitState,
+    /// Whether every dependency is completed.
+    pub ready: bool,
+    /// Its dependencies, in the order they were added.
+    pub dependencies: Vec<DependencyStatus>,
+    /// The units that depend on it, in the order they were added.
+    pub dependents: Vec<UnitName>,
+    /// When it was registered, from the graph's creation.
+    pub registered_at: Option<Duration>,
+    /// When it started.
+    pub started_at: Option<Duration>,
+    /// When it completed or failed.
+    pub finished_at: Option<Duration>,
+    /// Why it failed.
+    pub failure: Option<Failure>,
+}
+
+/// What `want` changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WantOutcome {
+    /// The unit was new (or only known as a dependency) and is now registered.
+    pub registered: bool,
+    /// The dependencies that were new edges (repeated edges are left out).
+    pub added: Vec<UnitName>,
+}
+
+/// What `try_start` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAttempt {
+    /// The unit was ready and is now started.
+    Started,
+    /// The unit is pending; these dependencies are not completed yet.
+    Blocked {
+        /// The unmet dependencies and their states.
+        unmet: Vec<DependencyStatus>,
+    },
+}
+
+/// What `fail` changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailOutcome {
+    /// Units failed because they (transitively) depend on the failed one, in the order reached.
+    pub propagated: Vec<UnitName>,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Graph {
+    /// An empty graph with the default event buffer.
+    pub fn new() -> Self {
+        Self::with_event_capacity(DEFAULT_EVENT_CAPACITY)
+    }
+
+    /// An empty graph whose subscribers may fall `capacity` events behind before they lag.
+    pub fn with_event_capacity(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                units: UnitTable::new(),
+                structure: Mutex::new(Structure {
+                    next_registered: 0,
+                    next_unknown: -1,
+                }),
+                events: Arc::new(EventLog::new(capacity)),
+                origin: Instant::now(),
+            }),
+        }
+    }
+
+    /// The instant all durations in snapshots and events are measured from.
+    pub fn origin(&self) -> Instant {
+        self.inner.origin
+    }
+
+    /// How many names the graph knows (registered and unknown).
+    pub fn len(&self) -> usize {
+        self.inner.units.len()
+    }
+
+    /// Whether the graph knows no name.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers `unit` as pending if it is new or only known as a dependency.
+    /// Returns whether it was registered by this call.
+    pub fn register(&self, unit: &str) -> Result<bool, GraphError> {
+        let name = valid_name(unit)?;
+        Ok(self.ensure_registered(&name).1)
+    }
+
+    /// Makes `unit` wait for every one of `dependencies` (SPEC §3 `want`): all edges or none.
+    ///
+    /// Registers `unit` if new; dependencies may be names nobody registered yet (they become
+    /// `unknown`); a repeated edge is a no-op. Refused, with the graph unchanged, for an invalid name,
+    /// a self-dependency, an edge that would close a cycle, or a unit that already started or finished.
+    pub fn want<S: AsRef<str>>(
+        &self,
+        unit: &str,
+        dependencies: &[S],
+    ) -> Result<WantOutcome, GraphError> {
+        let name = valid_name(unit)?;
+        let mut wanted: Vec<UnitName> = Vec::with_capacity(dependencies.len());
+        let mut distinct = std::collections::HashSet::new();
+        for dependency in dependencies {
+            let dependency = valid_name(dependency.as_ref())?;
+            if dependency == name {
+                return Err(GraphError::SelfDependency { unit: name });
+            }
+            if distinct.insert(dependency.clone()) {
+                wanted.push(dependency);
+            }
+        }
+
+        let mut structure = lock(&self.inner.structure);
+        let existing = self.inner.units.get(name.as_str());
+        if let Some(unit) = &existing {
+            let state = unit.state();
+            if !matches!(state, UnitState::Unknown | UnitState::Pending) {
+                return Err(wrong_state(unit, Operation::Want, state));
+            }
+        }
+        let mut new_edges: Vec<(UnitName, Option<Arc<Unit>>)> = Vec::with_capacity(wanted.len());
+        for dependency in wanted {
+            let target = self.inner.units.get(dependency.as_str());
+            if let (Some(unit), Some(target)) = (&existing, &target) {
+                if unit.dependencies.any(|d| Arc::ptr_eq(d, target)) {
+                    continue;
+                }
+                if let Some(path) = topo::find_cycle(unit, target) {
+                    return Err(GraphError::Cycle { path });
+                }
+            }
+            new_edges.push((dependency, target));
+        }
+        let edge_count = u32::try_from(new_edges.len()).unwrap_or(u32::MAX);
+
+        // Linearization point: count the new edges as unmet in the unit's word, only while it is
+        // still unknown/pending. After this CAS nothing can fail, so the change is all-or-nothing.
+        let (unit, registered, first_seq) = match existing {
+            Some(unit) => loop {
+                let word = unit.word();
+                let state = word.state();
+                if !matches!(state, UnitState::Unknown | UnitState::Pending) {
+                    return Err(wrong_state(&unit, Operation::Want, state));
+                }
+                if u64::from(word.unmet()) + u64::from(edge_count) > u64::from(MAX_UNMET) {
+                    return Err(too_many(&name));
+                }
+                let registering = state == UnitState::Unknown;
+                let count = u64::from(edge_count) + u64::from(registering);
+                if count == 0 {
+                    return Ok(WantOutcome {
+                        registered: false,
+                        added: Vec::new(),
+                    });
+                }
+                let first = self.inner.events.reserve(count);
+                let last = first + count - 1;
+                let next = word
+                    .with_more_unmet(edge_count, last)
+                    .with_state(UnitState::Pending, last);
+                match unit.transition(word, next) {
+                    Ok(()) => break (unit, registering, first),
+                    Err(_) => self.tombstones(first, count),
+                }
+            },
+            None => {
+                if edge_count > MAX_UNMET {
+                    return Err(too_many(&name));
+                }
+                let count = u64::from(edge_count) + 1;
+                let first = self.inner.events.reserve(count);
+                let word = StatusWord::new(UnitState::Pending, first + count - 1)
+                    .with_more_unmet(edge_count, first + count - 1);
+                let unit = self.insert_unit(&mut structure, name.clone(), word);
+                (unit, true, first)
+            }
+        };
+
+        let mut seq = first_seq;
+        if registered {
+            unit.stamp(Stamp::Registered, self.now());
+            self.publish(seq, EventKind::Registered { unit: name.clone() });
+            seq += 1;
+        }
+        let mut added = Vec::with_capacity(new_edges.len());
+        let mut failed_dependencies = Vec::new();
+        for (dependency_name, target) in new_edges {
+            let target = target.unwrap_or_else(|| {
+                self.insert_unit(
+                    &mut structure,
+                    dependency_name.clone(),
+                    StatusWord::new(UnitState::Unknown, 0),
+                )
+            });
+            topo::restore_order(&unit, &target);
+            // Our own dependencies list is never sealed.
+            let _ = unit.dependencies.push(Arc::clone(&target));
+            self.publish(
+                seq,
+                EventKind::DependencyAdded {
+                    unit: name.clone(),
+                    dependency: dependency_name.clone(),
+                },
+            );
+            seq += 1;
+            if let Err(Sealed) = target.dependents.push(Arc::clone(&unit)) {
+                // The dependency finished before our edge landed: we account for the edge ourselves.
+                match target.state() {
+                    UnitState::Completed => satisfy(&unit),
+                    _ => failed_dependencies.push(target),
+                }
+            }
+            added.push(dependency_name);
+        }
+        drop(structure);
+
+        unit.changed.notify_waiters();
+        if registered {
+            self.notify_dependents(&unit);
+        }
+        for dependency in failed_dependencies {
+            let (cause, cause_reason) = root_cause(&dependency);
+            if self
+                .fail_unit(&unit, propagated_failure(&cause, &cause_reason), false)
+                .is_ok()
+            {
+                self.propagate(&unit, &cause, &cause_reason);
+            }
+        }
+        Ok(WantOutcome { registered, added })
+    }
+
+    /// Starts `unit` if it is ready, in one atomic step (registers it first if new).
+    ///
+    /// `Blocked` lists the unmet dependencies. Errors: the unit already started or finished, or it
+    /// failed because a dependency failed ([`GraphError::DependencyFailed`]).
+    pub fn try_start(&self, unit: &str) -> Result<StartAttempt, GraphError> {
+        let name = valid_name(unit)?;
+        let (unit, _) = self.ensure_registered(&name);
+        self.try_start_unit(&unit)
+    }
+
+    pub(crate) fn try_start_unit(&self, unit: &Arc<Unit>) -> Result<StartAttempt, GraphError> {
+        loop {
+            let word = unit.word();
+            match word.state() {
+                UnitState::Pending if word.ready() => {
+                    let seq = self.inner.events.reserve(1);
+                    match unit.transition(word, word.with_state(UnitState::Started, seq)) {
+                        Ok(()) => {
+                            unit.stamp(Stamp::Started, self.now());
+                            self.publish(
+                                seq,
+                                EventKind::Started {
+                                    unit: unit.name.clone(),
+                                },
+                            );
+                            unit.changed.notify_waiters();
+                            self.notify_dependents(unit);
+                            return Ok(StartAttempt::Started);
+                        }
+                        Err(_) => self.tombstones(seq, 1),
+                    }
+                }
+                UnitState::Pending => {
+                    return Ok(StartAttempt::Blocked {
+                        unmet: unmet_dependencies(unit),
+                    })
+                }
+                UnitState::Failed => return Err(start_refused_by_failure(unit)),
+                UnitState::Unknown => {
+                    // Only reachable for a unit handle taken before registration; register now.
+                    self.promote(unit);
+                }
+                state => return Err(wrong_state(unit, Operation::Start, state)),
+            }
+        }
+    }
+
+    /// Marks a started unit completed and releases every dependent that became ready.
+    pub fn complete(&self, unit: &str) -> Result<(), GraphError> {
+        let unit = self.existing(unit)?;
+        let seq = loop {
+            let word = unit.word();
+            let state = word.state();
+            if state != UnitState::Started {
+                return Err(wrong_state(&unit, Operation::Complete, state));
+            }
+            let seq = self.inner.events.reserve(1);
+            match unit.transition(word, word.with_state(UnitState::Completed, seq)) {
+                Ok(()) => break seq,
+                Err(_) => self.tombstones(seq, 1),
+            }
+        };
+        unit.stamp(Stamp::Finished, self.now());
+        self.publish(
+            seq,
+            EventKind::Completed {
+                unit: unit.name.clone(),
+            },
+        );
+        unit.dependents.seal();
+        unit.dependents.for_each(satisfy);
+        unit.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Fails `unit` (pending or started; registers it first if new) with `reason`, and fails every
+    /// unit that depends on it, directly or transitively, and has not started, with reason
+    /// `dependency <unit> failed`.
+    pub fn fail(&self, unit: &str, reason: &str) -> Result<FailOutcome, GraphError> {
+        let name = valid_name(unit)?;
+        let (unit, _) = self.ensure_registered(&name);
+        let failure = Failure {
+            reason: reason.to_owned(),
+            cause: None,
+            cause_reason: None,
+        };
+        self.fail_unit(&unit, failure, true)
+            .map_err(|state| wrong_state(&unit, Operation::Fail, state))?;
+        Ok(FailOutcome {
+            propagated: self.propagate(&unit, &name, reason),
+        })
+    }
+
+    /// Whether every dependency of `unit` is completed.
+    pub fn is_ready(&self, unit: &str) -> Result<bool, GraphError> {
+        Ok(self.existing(unit)?.word().ready())
+    }
+
+    /// The state of `unit`, or `None` if no script ever mentioned it.
+    pub fn state(&self, unit: &str) -> Option<UnitState> {
+        self.inner.units.get(unit).map(|u| u.state())
+    }
+
+    /// Everything known about `unit`.
+    pub fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, GraphError> {
+        Ok(snapshot_of(&self.existing(unit)?))
+    }
+
+    /// Snapshots of every unit the graph knows (unknown ones included), sorted by name.
+    pub fn list(&self) -> Vec<UnitSnapshot> {
+        let mut all: Vec<UnitSnapshot> = self.inner.units.all().iter().map(snapshot_of).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// A feed of every event from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(Arc::clone(&self.inner.events), None)
+    }
+
+    /// A feed starting at event `seq` (if it is still buffered; otherwise the first receive lags).
+    pub fn subscribe_from(&self, seq: u64) -> Subscription {
+        Subscription::new(Arc::clone(&self.inner.events), Some(seq))
+    }
+
+    /// The number the next event will get.
+    pub fn next_event_seq(&self) -> u64 {
+        self.inner.events.next_seq()
+    }
+
+    // ---- internals shared with `waiting` ----
+
+    pub(crate) fn now(&self) -> Duration {
+        self.inner.origin.elapsed()
+    }
+
+    pub(crate) fn existing(&self, unit: &str) -> Result<Arc<Unit>, GraphError> {
+        let name = valid_name(unit)?;
+        self.inner
+            .units
+            .get(name.as_str())
+            .ok_or(GraphError::NoSuchUnit { unit: name })
+    }
+
+    /// The unit named `name`, registered (pending) if it was new or unknown; and whether this call
+    /// registered it.
+    pub(crate) fn ensure_registered(&self, name: &UnitName) -> (Arc<Unit>, bool) {
+        if let Some(unit) = self.inner.units.get(name.as_str()) {
+            let promoted = self.promote(&unit);
+            return (unit, promoted);
+        }
+        let mut structure = lock(&self.inner.structure);
+        if let Some(unit) = self.inner.units.get(name.as_str()) {
+            drop(structure);
+            let promoted = self.promote(&unit);
+            return (unit, promoted);
+        }
+        let seq = self.inner.events.reserve(1);
+        let unit = self.insert_unit(
+            &mut structure,
+            name.clone(),
+            StatusWord::new(UnitState::Pending, seq),
+        );
+        drop(structure);
+        unit.stamp(Stamp::Registered, self.now());
+        self.publish(seq, EventKind::Registered { unit: name.clone() });
+        (unit, true)
+    }
+
+    /// The unit named `name`, created as `unknown` if no script mentioned it yet (for waiting on it).
+    pub(crate) fn ensure_known(&self, name: &UnitName) -> Arc<Unit> {
+        if let Some(unit) = self.inner.units.get(name.as_str()) {
+            return unit;
+        }
+        let mut structure = lock(&self.inner.structure);
+        match self.inner.units.get(name.as_str()) {
+            Some(unit) => unit,
+            None => self.insert_unit(
+                &mut structure,
+                name.clone(),
+                StatusWord::new(UnitState::Unknown, 0),
+            ),
+        }
+    }
+
+    /// Inserts a new unit; the caller holds the structure lock and checked the name is absent.
+    fn insert_unit(
+        &self,
+        structure: &mut Structure,
+        name: UnitName,
+        word: StatusWord,
+    ) -> Arc<Unit> {
+        let order = if word.state() == UnitState::Unknown {
+            structure.next_unknown -= 1;
+            structure.next_unknown + 1
+        } else {
+            structure.next_registered += 1;
+            structure.next_registered - 1
+        };
+        let unit = Arc::new(Unit::new(name, word, order));
+        self.inner.units.insert(Arc::clone(&unit));
+        unit
+    }
+
+    /// Unknown → pending. Returns whether this call did it.
+    fn promote(&self, unit: &Arc<Unit>) -> bool {
+        loop {
+            let word = unit.word();
+            if word.state() != UnitState::Unknown {
+                return false;
+            }
+            let seq = self.inner.events.reserve(1);
+            if unit
+                .transition(word, word.with_state(UnitState::Pending, seq))
+                .is_ok()
+            {
+                unit.stamp(Stamp::Registered, self.now());
+                self.publish(
+                    seq,
+                    EventKind::Registered {
+                        unit: unit.name.clone(),
+                    },
+                );
+                unit.changed.notify_waiters();
+                self.notify_dependents(unit);
+                return true;
+            }
+            self.tombstones(seq, 1);
+        }
+    }
+
+    /// Moves `unit` to failed if it is pending (or started, when `allow_started`), recording
+    /// `failure`. Returns the state that refused it otherwise.
+    fn fail_unit(
+        &self,
+        unit: &Arc<Unit>,
+        failure: Failure,
+        allow_started: bool,
+    ) -> Result<(), UnitState> {
+        // Held across the CAS so that anyone who sees `failed` and then locks finds the record.
+        let mut record = unit.failure_slot();
+        let seq = loop {
+            let word = unit.word();
+            let state = word.state();
+            let allowed = matches!(state, UnitState::Pending | UnitState::Unknown)
+                || (allow_started && state == UnitState::Started);
+            if !allowed {
+                return Err(state);
+            }
+            let seq = self.inner.events.reserve(1);
+            match unit.transition(word, word.with_state(UnitState::Failed, seq)) {
+                Ok(()) => break seq,
+                Err(_) => self.tombstones(seq, 1),
+            }
+        };
+        let event = EventKind::Failed {
+            unit: unit.name.clone(),
+            reason: failure.reason.clone(),
+            cause: failure.cause.clone(),
+        };
+        *record = Some(Box::new(failure));
+        drop(record);
+        unit.stamp(Stamp::Finished, self.now());
+        self.publish(seq, event);
+        unit.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Fails every not-yet-started unit that depends on `root` (which just failed), transitively.
+    fn propagate(&self, root: &Arc<Unit>, cause: &UnitName, cause_reason: &str) -> Vec<UnitName> {
+        let mut failed = Vec::new();
+        let mut stack = vec![Arc::clone(root)];
+        while let Some(unit) = stack.pop() {
+            unit.dependents.seal();
+            for dependent in unit.dependents.to_vec().into_iter().rev() {
+                let failure = propagated_failure(cause, cause_reason);
+                if self.fail_unit(&dependent, failure, false).is_ok() {
+                    failed.push(dependent.name.clone());
+                    stack.push(dependent);
+                } else {
+                    dependent.changed.notify_waiters();
+                }
+            }
+        }
+        failed
+    }
+
+    /// Wakes everyone waiting on a unit that depends on `unit` (its state changed).
+    fn notify_dependents(&self, unit: &Arc<Unit>) {
+        unit.dependents.for_each(|d| d.changed.notify_waiters());
+    }
+
+    fn publish(&self, seq: u64, kind: EventKind) {
+        let at = self.now();
+        self.inner
+            .events
+            .publish(seq, Some(Event { seq, at, kind }));
+    }
+
+    fn tombstones(&self, first: u64, count: u64) {
+        for seq in first..first + count {
+            self.inner.events.publish(seq, None);
+        }
+    }
+}
+
+/// One more dependency of `unit` completed.
+fn satisfy(unit: &Arc<Unit>) {
+    unit.status.fetch_sub(ONE_UNMET, Ordering::SeqCst);
+    unit.changed.notify_waiters();
+}
+
+fn wrong_state(unit: &Unit, operation: Operation, state: UnitState) -> GraphError {
+    GraphError::WrongState {
+        unit: unit.name.clone(),
+        operation,
+        state,
+    }
+}
+
+fn too_many(name: &UnitName) -> GraphError {
+    GraphError::TooManyDependencies {
+        unit: name.clone(),
+        limit: MAX_UNMET,
+    }
+}
+
+/// The error for starting a failed unit: names the failed dependency when there is one.
+pub(crate) fn start_refused_by_failure(unit: &Unit) -> GraphError {
+    match unit.failure() {
+        Some(Failure {
+            cause: Some(dependency),
+            cause_reason,
+            ..
+        }) => GraphError::DependencyFailed {
+            unit: unit.name.clone(),
+            dependency,
+            reason: cause_reason.unwrap_or_default(),
+        },
+        _ => wrong_state(unit, Operation::Start, UnitState::Failed),
+    }
+}
+
+/// The unit whose own failure explains `unit`'s, and its reason.
+pub(crate) fn root_cause(unit: &Unit) -> (UnitName, String) {
+    match unit.failure() {
+        Some(Failure {
+            cause: Some(cause),
+            cause_reason,
+            ..
+        }) => (cause, cause_reason.unwrap_or_default()),
+        Some(failure) => (unit.name.clone(), failure.reason),
+        None => (unit.name.clone(), String::new()),
+    }
+}
+
+fn propagated_failure(cause: &UnitName, cause_reason: &str) -> Failure {
+    Failure {
+        reason: format!("dependency {cause} failed"),
+        cause: Some(cause.clone()),
+        cause_reason: Some(cause_reason.to_owned()),
+    }
+}
+
+fn dependency_status(dependency: &Arc<Unit>) -> DependencyStatus {
+    let current = dependency.state();
+    DependencyStatus {
+        name: dependency.name.clone(),
+        required: UnitState::Completed,
+        current,
+        satisfied: current == UnitState::Completed,
+    }
+}
+
+pub(crate) fn unmet_dependencies(unit: &Arc<Unit>) -> Vec<DependencyStatus> {
+    let mut unmet: Vec<DependencyStatus> = unit
+        .dependencies
+        .to_vec()
+        .iter()
+        .rev()
+        .map(dependency_status)
+        .filter(|d| !d.satisfied)
+        .collect();
+    unmet.shrink_to_fit();
+    unmet
+}
+
+fn snapshot_of(unit: &Arc<Unit>) -> UnitSnapshot {
+    let word = unit.word();
+    let state = word.state();
+    UnitSnapshot {
+        name: unit.name.clone(),
+        state,
+        ready: word.ready(),
+        dependencies: unit
+            .dependencies
+            .to_vec()
+            .iter()
+            .rev()
+            .map(dependency_status)
+            .collect(),
+        dependents: unit
+            .dependents
+            .to_vec()
+            .iter()
+            .rev()
+            .map(|d| d.name.clone())
+            .collect(),
+        registered_at: unit.stamped(Stamp::Registered),
+        started_at: unit.stamped(Stamp::Started),
+        finished_at: unit.stamped(Stamp::Finished),
+        failure: if state == UnitState::Failed {
+            unit.failure()
+        } else {
+            None
+        },
+    }
+}

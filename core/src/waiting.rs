@@ -1,0 +1,197 @@
+//! Async waiting on the graph: start-when-ready, wait-until-ready, and wait-for-a-state.
+//!
+//! Every wait follows the same lost-wake-up-free pattern on the unit's `Notify`: create the
+//! `Notified` future and *enable* it (register interest) first, then check the condition, and only
+//! then sleep. Any change after the check notifies the enabled future, so no change can fall between
+//! the check and the sleep. Changes that signal a unit: its own transitions, its unmet count
+//! dropping, and any dependency's transition (so a blocked `start` can report progress).
+//!
+//! Dropping a wait future drops its `Notified`, which unlinks it from the unit's waiter list: a
+//! cancelled or timed-out waiter leaves nothing behind. Deadlines use `tokio::time`, so they need a
+//! tokio runtime with the time driver. This module never changes the graph except through
+//! `try_start`, and never polls.
+
+use crate::error::{valid_name, GraphError};
+use crate::graph::{start_refused_by_failure, unmet_dependencies, DependencyStatus, Graph};
+use crate::state::UnitState;
+use crate::sync::Arc;
+use crate::unit::{Failure, Unit};
+use crate::StartAttempt;
+use std::future::Future;
+use std::time::Instant;
+
+/// How a blocking `start` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The unit is started.
+    Started,
+    /// The deadline passed first; these dependencies were still unmet.
+    TimedOut {
+        /// Unmet dependencies at the deadline.
+        unmet: Vec<DependencyStatus>,
+    },
+}
+
+/// How waiting for readiness ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyOutcome {
+    /// Every dependency completed.
+    Ready,
+    /// A dependency failed, so the unit never will be ready.
+    DependencyFailed {
+        /// The unit whose own failure caused it.
+        dependency: crate::UnitName,
+        /// Its reason.
+        reason: String,
+    },
+    /// The deadline passed first.
+    TimedOut {
+        /// Unmet dependencies at the deadline.
+        unmet: Vec<DependencyStatus>,
+    },
+}
+
+/// What `wait_for` waits until.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitTarget {
+    /// Started (or already completed).
+    Started,
+    /// Completed.
+    Completed,
+}
+
+/// How waiting for another unit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The unit reached the target; its state now.
+    Reached(UnitState),
+    /// The unit failed.
+    Failed(Failure),
+    /// The deadline passed first; the unit's state then.
+    TimedOut(UnitState),
+}
+
+impl Graph {
+    /// Waits until `unit` is ready and starts it, atomically with the readiness check (registers it
+    /// first if new). `on_blocked` is called with the unmet dependencies when the unit first has to
+    /// wait and again whenever that list or any of its states changes.
+    pub async fn start(
+        &self,
+        unit: &str,
+        deadline: Option<Instant>,
+        mut on_blocked: impl FnMut(&[DependencyStatus]),
+    ) -> Result<StartOutcome, GraphError> {
+        let (unit, _) = self.ensure_registered(&valid_name(unit)?);
+        let mut last_reported: Option<Vec<DependencyStatus>> = None;
+        let waiting = async {
+            loop {
+                let notified = unit.changed.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                match self.try_start_unit(&unit)? {
+                    StartAttempt::Started => return Ok(()),
+                    StartAttempt::Blocked { unmet } => {
+                        if last_reported.as_ref() != Some(&unmet) {
+                            on_blocked(&unmet);
+                            last_reported = Some(unmet);
+                        }
+                    }
+                }
+                notified.await;
+            }
+        };
+        match within(deadline, waiting).await {
+            Some(result) => result.map(|()| StartOutcome::Started),
+            None => Ok(StartOutcome::TimedOut {
+                unmet: unmet_dependencies(&unit),
+            }),
+        }
+    }
+
+    /// Waits until every dependency of `unit` is completed, without starting it.
+    pub async fn wait_ready(
+        &self,
+        unit: &str,
+        deadline: Option<Instant>,
+    ) -> Result<ReadyOutcome, GraphError> {
+        let unit = self.existing(unit)?;
+        let waiting = async {
+            loop {
+                let notified = unit.changed.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(outcome) = readiness(&unit) {
+                    return outcome;
+                }
+                notified.await;
+            }
+        };
+        Ok(within(deadline, waiting)
+            .await
+            .unwrap_or_else(|| ReadyOutcome::TimedOut {
+                unmet: unmet_dependencies(&unit),
+            }))
+    }
+
+    /// Waits until `unit` reaches `target` or fails. A name nobody mentioned yet is noted as
+    /// `unknown`, so a waiter may come before the script that registers it.
+    pub async fn wait_for(
+        &self,
+        unit: &str,
+        target: WaitTarget,
+        deadline: Option<Instant>,
+    ) -> Result<WaitOutcome, GraphError> {
+        let unit = self.ensure_known(&valid_name(unit)?);
+        let waiting = async {
+            loop {
+                let notified = unit.changed.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(outcome) = reached(&unit, target) {
+                    return outcome;
+                }
+                notified.await;
+            }
+        };
+        Ok(within(deadline, waiting)
+            .await
+            .unwrap_or_else(|| WaitOutcome::TimedOut(unit.state())))
+    }
+}
+
+fn readiness(unit: &Arc<Unit>) -> Option<ReadyOutcome> {
+    let word = unit.word();
+    if word.state() == UnitState::Failed {
+        if let GraphError::DependencyFailed {
+            dependency, reason, ..
+        } = start_refused_by_failure(unit)
+        {
+            return Some(ReadyOutcome::DependencyFailed { dependency, reason });
+        }
+    }
+    word.ready().then_some(ReadyOutcome::Ready)
+}
+
+fn reached(unit: &Arc<Unit>, target: WaitTarget) -> Option<WaitOutcome> {
+    match (unit.state(), target) {
+        (UnitState::Failed, _) => Some(WaitOutcome::Failed(unit.failure().unwrap_or(Failure {
+            reason: String::new(),
+            cause: None,
+            cause_reason: None,
+        }))),
+        (state @ (UnitState::Started | UnitState::Completed), WaitTarget::Started)
+        | (state @ UnitState::Completed, WaitTarget::Completed) => {
+            Some(WaitOutcome::Reached(state))
+        }
+        _ => None,
+    }
+}
+
+/// Runs `future` to completion, or until `deadline`; `None` if the deadline came first.
+async fn within<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
+    match deadline {
+        None => Some(future.await),
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
+    }
+}
