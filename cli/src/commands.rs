@@ -1,0 +1,342 @@
+//! One function per subcommand: build the request, call the agent, print the answer. Each returns
+//! `Ok(())` for exit 0 or a [`CliError`] that `main` renders once.
+
+use crate::args::{Format, Until};
+use crate::failure::{code, CliError};
+use crate::render;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+use unitsync_core::{GraphFormat, WaitTarget};
+use unitsync_ipc::protocol::{Request, Response, UnitInfo};
+use unitsync_ipc::Client;
+
+fn unexpected(response: Response) -> CliError {
+    CliError::Ipc(unitsync_ipc::IpcError::Unexpected(format!("{response:?}")))
+}
+
+fn millis(timeout: Option<Duration>) -> Option<u64> {
+    timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub async fn ping(socket: &Path, json: bool) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    match client.request(&Request::Ping).await? {
+        Response::Pong { agent } if json => render::json(&agent),
+        Response::Pong { agent } => render::ping(&agent),
+        other => return Err(unexpected(other)),
+    }
+    Ok(())
+}
+
+pub async fn want(
+    socket: &Path,
+    unit: String,
+    dependencies: Vec<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    let request = Request::Want {
+        unit: unit.clone(),
+        dependencies,
+    };
+    match client.request(&request).await? {
+        Response::Wanted { registered, added } => {
+            if json {
+                render::json(&serde_json::json!({
+                    "unit": unit, "registered": registered, "added": added,
+                }));
+            }
+            Ok(())
+        }
+        Response::Refused { error } => Err(CliError::Refused(error)),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Sends `start` and follows its interim frames until the final answer.
+async fn start_on(
+    client: &mut Client,
+    unit: &str,
+    timeout: Option<Duration>,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let request = Request::Start {
+        unit: unit.to_owned(),
+        timeout_ms: millis(timeout),
+    };
+    client.send(&request).await?;
+    loop {
+        match client.recv().await? {
+            Response::Blocked { unmet } => {
+                if !quiet {
+                    eprintln!("unitsync: {unit} waits for {}", render::unmet_list(&unmet));
+                }
+            }
+            Response::Started => return Ok(()),
+            Response::TimedOut { unmet, .. } => {
+                return Err(CliError::TimedOut(format!(
+                    "timed out after {} waiting to start `{unit}`; still unmet: {}",
+                    render::duration(timeout.unwrap_or_default()),
+                    render::unmet_list(&unmet)
+                )))
+            }
+            Response::Refused { error } => return Err(CliError::Refused(error)),
+            other => return Err(unexpected(other)),
+        }
+    }
+}
+
+pub async fn start(
+    socket: &Path,
+    unit: String,
+    timeout: Option<Duration>,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    start_on(&mut client, &unit, timeout, quiet).await
+}
+
+async fn complete_on(client: &mut Client, unit: &str) -> Result<(), CliError> {
+    match client
+        .request(&Request::Complete {
+            unit: unit.to_owned(),
+        })
+        .await?
+    {
+        Response::Completed => Ok(()),
+        Response::Refused { error } => Err(CliError::Refused(error)),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn complete(socket: &Path, unit: String) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    complete_on(&mut client, &unit).await
+}
+
+async fn fail_on(
+    client: &mut Client,
+    unit: &str,
+    reason: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let request = Request::Fail {
+        unit: unit.to_owned(),
+        reason,
+    };
+    match client.request(&request).await? {
+        Response::Failed { propagated } => {
+            if json {
+                render::json(&serde_json::json!({ "unit": unit, "propagated": propagated }));
+            } else if !propagated.is_empty() {
+                let names: Vec<&str> = propagated.iter().map(|n| n.as_str()).collect();
+                eprintln!(
+                    "unitsync: {unit} failed; so did what waited for it: {}",
+                    names.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Response::Refused { error } => Err(CliError::Refused(error)),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn fail(
+    socket: &Path,
+    unit: String,
+    reason: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    fail_on(&mut client, &unit, reason, json).await
+}
+
+pub async fn ready(socket: &Path, unit: String, json: bool) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    match client
+        .request(&Request::Ready { unit: unit.clone() })
+        .await?
+    {
+        Response::Ready { ready } => {
+            if json {
+                render::json(&serde_json::json!({ "unit": unit, "ready": ready }));
+            }
+            if ready {
+                Ok(())
+            } else {
+                Err(CliError::NotReady)
+            }
+        }
+        Response::Refused { error } => Err(CliError::Refused(error)),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn wait(
+    socket: &Path,
+    unit: String,
+    until: Until,
+    timeout: Option<Duration>,
+) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    let target = match until {
+        Until::Started => WaitTarget::Started,
+        Until::Completed => WaitTarget::Completed,
+    };
+    let request = Request::Wait {
+        unit: unit.clone(),
+        until: target,
+        timeout_ms: millis(timeout),
+    };
+    match client.request(&request).await? {
+        Response::Reached { .. } => Ok(()),
+        Response::UnitFailed { failure } => Err(CliError::UnitFailed { unit, failure }),
+        Response::TimedOut { state, .. } => Err(CliError::TimedOut(format!(
+            "timed out after {} waiting for `{unit}` to be {}; it is {state}",
+            render::duration(timeout.unwrap_or_default()),
+            match until {
+                Until::Started => "started",
+                Until::Completed => "completed",
+            }
+        ))),
+        Response::Refused { error } => Err(CliError::Refused(error)),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn status(socket: &Path, unit: String, json: bool) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    match client.request(&Request::Status { unit }).await? {
+        Response::Status { unit } if json => render::json(&unit),
+        Response::Status { unit } => render::status(&unit),
+        Response::Refused { error } => return Err(CliError::Refused(error)),
+        other => return Err(unexpected(other)),
+    }
+    Ok(())
+}
+
+/// Every unit the agent knows.
+pub async fn fetch_units(client: &mut Client) -> Result<Vec<UnitInfo>, CliError> {
+    match client.request(&Request::List).await? {
+        Response::List { units } => Ok(units),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn list(socket: &Path, all: bool, json: bool) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    let units = fetch_units(&mut client).await?;
+    let shown: Vec<&UnitInfo> = units
+        .iter()
+        .filter(|u| all || u.state != unitsync_core::UnitState::Unknown)
+        .collect();
+    if json {
+        render::json(&serde_json::json!({ "units": shown }));
+    } else {
+        render::list(&shown);
+    }
+    Ok(())
+}
+
+pub async fn graph(socket: &Path, format: Format) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    let format = match format {
+        Format::Dot => GraphFormat::Dot,
+        Format::Mermaid => GraphFormat::Mermaid,
+    };
+    match client.request(&Request::Graph { format }).await? {
+        Response::Graph { text } => print!("{text}"),
+        other => return Err(unexpected(other)),
+    }
+    Ok(())
+}
+
+pub async fn watch(socket: &Path, from: Option<u64>, json: bool) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut client = Client::connect(socket).await?;
+    client.send(&Request::Watch { from_seq: from }).await?;
+    loop {
+        match client.recv().await? {
+            Response::Event { event } if json => render::json(&event),
+            Response::Event { event } => render::event(&event),
+            Response::Lagged { missed } if json => {
+                render::json(&serde_json::json!({ "lagged": missed }))
+            }
+            Response::Lagged { missed } => {
+                eprintln!("unitsync: fell behind the agent; {missed} events were skipped")
+            }
+            other => return Err(unexpected(other)),
+        }
+        // A closed stdout (e.g. `| head`) ends the watch quietly.
+        if std::io::stdout().flush().is_err() {
+            return Ok(());
+        }
+    }
+}
+
+pub async fn exec(
+    socket: &Path,
+    unit: String,
+    after: Vec<String>,
+    timeout: Option<Duration>,
+    quiet: bool,
+    command: Vec<OsString>,
+) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    if !after.is_empty() {
+        let request = Request::Want {
+            unit: unit.clone(),
+            dependencies: after,
+        };
+        match client.request(&request).await? {
+            Response::Wanted { .. } => {}
+            Response::Refused { error } => return Err(CliError::Refused(error)),
+            other => return Err(unexpected(other)),
+        }
+    }
+    start_on(&mut client, &unit, timeout, quiet).await?;
+    let (program, args) = command.split_first().expect("clap requires CMD");
+    let spawned = tokio::process::Command::new(program)
+        .args(args)
+        .env("UNITSYNC_UNIT", &unit)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            let reason = format!("cannot run {}: {error}", program.to_string_lossy());
+            fail_on(&mut client, &unit, Some(reason.clone()), false).await?;
+            return Err(CliError::Other {
+                code: 127,
+                message: reason,
+            });
+        }
+    };
+    let status = child.wait().await.map_err(|error| CliError::Other {
+        code: code::REFUSED,
+        message: format!("cannot wait for {}: {error}", program.to_string_lossy()),
+    })?;
+    if status.success() {
+        complete_on(&mut client, &unit).await?;
+        return Ok(());
+    }
+    let (reason, exit) = describe_exit(&status);
+    fail_on(&mut client, &unit, Some(reason), false).await?;
+    Err(CliError::Exit(exit))
+}
+
+/// The failure reason and the exit code to pass on for an unsuccessful child.
+fn describe_exit(status: &std::process::ExitStatus) -> (String, i32) {
+    if let Some(code) = status.code() {
+        return (format!("exited with status {code}"), code);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return (format!("killed by signal {signal}"), 128 + signal);
+        }
+    }
+    ("exited abnormally".to_owned(), 1)
+}
