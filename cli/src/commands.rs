@@ -11,7 +11,11 @@ use unitsync_core::{GraphFormat, WaitTarget};
 use unitsync_ipc::protocol::{Request, Response, UnitInfo};
 use unitsync_ipc::Client;
 
-fn unexpected(response: Response) -> CliError {
+/// Set by `unitsync run` for each script: units started under it are failed if the script exits
+/// without finishing them.
+pub const OWNER_ENV: &str = "UNITSYNC_OWNER";
+
+pub(crate) fn unexpected(response: Response) -> CliError {
     CliError::Ipc(unitsync_ipc::IpcError::Unexpected(format!("{response:?}")))
 }
 
@@ -64,6 +68,7 @@ async fn start_on(
     let request = Request::Start {
         unit: unit.to_owned(),
         timeout_ms: millis(timeout),
+        owner: std::env::var(OWNER_ENV).ok().filter(|owner| !owner.is_empty()),
     };
     client.send(&request).await?;
     loop {

@@ -77,6 +77,10 @@ pub enum Request {
         unit: String,
         /// Give up after this many milliseconds.
         timeout_ms: Option<u64>,
+        /// Who runs the unit (e.g. a script under `unitsync run`), so that its units can be failed
+        /// if it exits without completing them (see `abandon`).
+        #[serde(default)]
+        owner: Option<String>,
     },
     /// Mark a started unit completed.
     Complete {
@@ -120,6 +124,13 @@ pub enum Request {
     Watch {
         /// Resume from this sequence number.
         from_seq: Option<u64>,
+    },
+    /// The owner exited: fail every unit it started and did not finish, with `reason`.
+    Abandon {
+        /// The owner named in `start`.
+        owner: String,
+        /// The failure reason to record.
+        reason: String,
     },
 }
 
@@ -249,6 +260,11 @@ pub enum Response {
     Lagged {
         /// How many events were skipped (upper bound).
         missed: u64,
+    },
+    /// Answer to `abandon`: the units that were failed.
+    Abandoned {
+        /// Units the owner had started and not finished.
+        failed: Vec<UnitName>,
     },
     /// The graph refused the request.
     Refused {

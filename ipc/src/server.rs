@@ -16,14 +16,15 @@ use crate::protocol::{
 };
 use crate::socket::{self, SocketError};
 use interprocess::local_socket::{tokio::Listener, tokio::Stream, traits::tokio::Listener as _};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use unitsync_core::{Graph, StartOutcome, UnitSnapshot, UnitState, WaitOutcome};
+use unitsync_core::{Graph, StartOutcome, UnitName, UnitSnapshot, UnitState, WaitOutcome};
 
 /// How long a new connection may take to say hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +46,9 @@ pub struct Agent {
 
 struct Shared {
     graph: Graph,
+    /// Units started on behalf of each owner (`start --owner`), for `abandon`. Touched only by
+    /// requests that name an owner; the graph's hot paths never see it.
+    owners: Mutex<HashMap<String, Vec<UnitName>>>,
     started: Instant,
     /// Unix milliseconds of the graph's origin, to turn graph durations into wall-clock times.
     origin_unix_ms: u64,
@@ -84,6 +88,7 @@ impl Agent {
         let (stop, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
             graph: self.graph.clone(),
+            owners: Mutex::new(HashMap::new()),
             started: self.started,
             origin_unix_ms: self.origin_unix_ms,
             stopping,
@@ -230,8 +235,24 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
             },
             Err(error) => Response::Refused { error },
         },
-        Request::Start { unit, timeout_ms } => {
-            return serve_start(stream, shared, &unit, timeout_ms).await
+        Request::Start {
+            unit,
+            timeout_ms,
+            owner,
+        } => return serve_start(stream, shared, &unit, timeout_ms, owner).await,
+        Request::Abandon { owner, reason } => {
+            let owned = shared
+                .owners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&owner)
+                .unwrap_or_default();
+            let failed = owned
+                .into_iter()
+                .filter(|unit| graph.state(unit.as_str()) == Some(UnitState::Started))
+                .filter(|unit| graph.fail(unit.as_str(), &reason).is_ok())
+                .collect();
+            Response::Abandoned { failed }
         }
         Request::Complete { unit } => match graph.complete(&unit) {
             Ok(()) => Response::Completed,
@@ -327,6 +348,7 @@ async fn serve_start(
     shared: &Shared,
     unit: &str,
     timeout_ms: Option<u64>,
+    owner: Option<String>,
 ) -> Result<Next, FrameError> {
     let (progress, mut updates) = mpsc::unbounded_channel();
     let start = shared
@@ -354,7 +376,18 @@ async fn serve_start(
         }
     };
     let reply = match outcome {
-        Ok(StartOutcome::Started) => Response::Started,
+        Ok(StartOutcome::Started) => {
+            if let (Some(owner), Ok(name)) = (owner, UnitName::new(unit)) {
+                shared
+                    .owners
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(owner)
+                    .or_default()
+                    .push(name);
+            }
+            Response::Started
+        }
         Ok(StartOutcome::TimedOut { unmet }) => Response::TimedOut {
             state: UnitState::Pending,
             unmet,
