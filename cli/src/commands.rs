@@ -68,7 +68,9 @@ async fn start_on(
     let request = Request::Start {
         unit: unit.to_owned(),
         timeout_ms: millis(timeout),
-        owner: std::env::var(OWNER_ENV).ok().filter(|owner| !owner.is_empty()),
+        owner: std::env::var(OWNER_ENV)
+            .ok()
+            .filter(|owner| !owner.is_empty()),
     };
     client.send(&request).await?;
     loop {
