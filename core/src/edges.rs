@@ -6,12 +6,15 @@
 //! `crossbeam-epoch` guard. Nodes are reclaimed only when the list is cleared at graph drop.
 //!
 //! **Sealing** is what makes completion race-free against edge insertion: a unit that completes or
-//! fails sets the tag bit of its dependents head (`fetch_or`) in the same atomic word that pushes
-//! CAS on. After that every push fails. So for any edge `u -> d` exactly one of two things happens,
-//! decided by the order of two operations on one atomic:
-//! - the push wins: the edge is in the list `d` sealed, and `d`'s finisher accounts for it (decrements
-//!   `u`'s unmet count or fails `u`);
-//! - the seal wins: the push reports [`Sealed`], and the inserter accounts for it itself.
+//! fails *seals* its dependents list by setting the tag bit of the head (`fetch_or`), the same atomic
+//! word that pushes CAS on, and walks the items that were in the list at that instant. A push always
+//! links its item (so every walk made later — snapshots, the cycle check, the topological order — sees
+//! every edge), but it reports whether it landed after the seal. So for any edge `u -> d` exactly one
+//! of two things happens, decided by the order of two operations on one atomic:
+//! - the push comes first: the edge is among the items `d`'s sealer walks, and `d`'s finisher accounts
+//!   for it (decrements `u`'s unmet count or fails `u`);
+//! - the seal comes first: the push reports [`Sealed`], the sealer's walk (which starts from the head
+//!   it replaced) cannot reach the item, and the inserter accounts for the edge itself.
 //!
 //! There is no Dekker-style pattern and no double count. Under `cfg(loom)` the list is a
 //! `Mutex<Vec>` stand-in with the same contract, so loom explores the callers' logic, not the list.
@@ -22,7 +25,8 @@ pub(crate) use epoch_list::EdgeList;
 #[cfg(loom)]
 pub(crate) use loom_list::EdgeList;
 
-/// A push refused because the list was sealed.
+/// A push that landed after the list was sealed: the item is linked, but the sealer did not see it,
+/// so the pusher must account for it.
 #[derive(Debug)]
 pub(crate) struct Sealed;
 
@@ -51,7 +55,8 @@ mod epoch_list {
             }
         }
 
-        /// Pushes `item` unless the list is sealed.
+        /// Links `item` at the head. `Err(Sealed)` if the list was already sealed: the item is in the
+        /// list all the same, but the sealer's walk did not include it.
         pub(crate) fn push(&self, item: T) -> Result<(), Sealed> {
             let guard = epoch::pin();
             let mut node = Owned::new(Node {
@@ -60,17 +65,17 @@ mod epoch_list {
             });
             let mut head = self.head.load(Ordering::Acquire, &guard);
             loop {
-                if head.tag() & SEALED_TAG != 0 {
-                    return Err(Sealed);
-                }
-                node.next.store(head, Ordering::Relaxed);
+                let sealed = head.tag() & SEALED_TAG;
+                node.next.store(head.with_tag(0), Ordering::Relaxed);
+                // The new head keeps the seal bit: sealing is forever.
                 match self.head.compare_exchange(
                     head,
-                    node,
+                    node.with_tag(sealed),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                     &guard,
                 ) {
+                    Ok(_) if sealed != 0 => return Err(Sealed),
                     Ok(_) => return Ok(()),
                     Err(failure) => {
                         head = failure.current;
@@ -80,27 +85,35 @@ mod epoch_list {
             }
         }
 
-        /// Seals the list; returns whether this call did it (false if it was sealed already).
-        pub(crate) fn seal(&self) -> bool {
+        /// Seals the list and calls `f` on every item pushed before the seal, newest first. Only the
+        /// call that seals walks anything; a list is sealed once, by its unit's one finisher.
+        pub(crate) fn seal(&self, f: impl FnMut(&T)) {
             let guard = epoch::pin();
-            self.head
-                .fetch_or(SEALED_TAG, Ordering::AcqRel, &guard)
-                .tag()
-                & SEALED_TAG
-                == 0
+            let before = self.head.fetch_or(SEALED_TAG, Ordering::AcqRel, &guard);
+            if before.tag() & SEALED_TAG == 0 {
+                Self::walk(before, f, &guard);
+            }
         }
 
         /// Calls `f` on every item, newest first. Items pushed during the walk may or may not be seen.
-        pub(crate) fn for_each(&self, mut f: impl FnMut(&T)) {
+        pub(crate) fn for_each(&self, f: impl FnMut(&T)) {
             let guard = epoch::pin();
-            let mut current = self.head.load(Ordering::Acquire, &guard);
+            Self::walk(self.head.load(Ordering::Acquire, &guard), f, &guard);
+        }
+
+        fn walk<'g>(
+            mut current: Shared<'g, Node<T>>,
+            mut f: impl FnMut(&T),
+            guard: &'g epoch::Guard,
+        ) {
             // SAFETY: nodes are only freed by `clear`/`drop`, which require that no other thread can
             // reach the list any more (see there); while the graph is shared every published node
             // stays allocated, and `next` was written before the node was published (Release CAS,
-            // Acquire load), so each pointer we follow is valid for the guard's lifetime.
+            // Acquire load or AcqRel `fetch_or` of the head), so each pointer we follow is valid for
+            // the guard's lifetime. `as_ref` ignores the seal tag.
             while let Some(node) = unsafe { current.as_ref() } {
                 f(&node.item);
-                current = node.next.load(Ordering::Acquire, &guard);
+                current = node.next.load(Ordering::Acquire, guard);
             }
         }
 
@@ -156,29 +169,40 @@ mod loom_list {
     use super::Sealed;
     use crate::sync::{lock, Mutex};
 
-    /// The loom stand-in: the same contract, each operation one atomic step.
+    /// The loom stand-in: the same contract, each operation one atomic step. The second field is
+    /// the length of the list when it was sealed (`None` while open).
     pub(crate) struct EdgeList<T> {
-        inner: Mutex<(Vec<T>, bool)>,
+        inner: Mutex<(Vec<T>, Option<usize>)>,
     }
 
     impl<T: Clone> EdgeList<T> {
         pub(crate) fn new() -> Self {
             Self {
-                inner: Mutex::new((Vec::new(), false)),
+                inner: Mutex::new((Vec::new(), None)),
             }
         }
 
         pub(crate) fn push(&self, item: T) -> Result<(), Sealed> {
             let mut inner = lock(&self.inner);
-            if inner.1 {
-                return Err(Sealed);
-            }
             inner.0.push(item);
-            Ok(())
+            match inner.1 {
+                Some(_) => Err(Sealed),
+                None => Ok(()),
+            }
         }
 
-        pub(crate) fn seal(&self) -> bool {
-            !std::mem::replace(&mut lock(&self.inner).1, true)
+        pub(crate) fn seal(&self, mut f: impl FnMut(&T)) {
+            let before: Vec<T> = {
+                let mut inner = lock(&self.inner);
+                if inner.1.is_some() {
+                    return;
+                }
+                inner.1 = Some(inner.0.len());
+                inner.0.iter().rev().cloned().collect()
+            };
+            for item in &before {
+                f(item);
+            }
         }
 
         pub(crate) fn for_each(&self, mut f: impl FnMut(&T)) {
@@ -191,8 +215,8 @@ mod loom_list {
             lock(&self.inner).0.iter().rev().cloned().collect()
         }
 
-        pub(crate) fn any(&self, mut pred: impl FnMut(&T) -> bool) -> bool {
-            self.to_vec().iter().any(|item| pred(item))
+        pub(crate) fn any(&self, pred: impl FnMut(&T) -> bool) -> bool {
+            self.to_vec().iter().any(pred)
         }
 
         /// # Safety
@@ -200,7 +224,7 @@ mod loom_list {
         pub(crate) unsafe fn clear(&self) {
             let mut inner = lock(&self.inner);
             inner.0.clear();
-            inner.1 = false;
+            inner.1 = None;
         }
     }
 }

@@ -7,8 +7,9 @@
 //!   *linearization point*. `start` succeeds only by CAS-ing `(pending, unmet = 0)` to `started`, so the
 //!   readiness check and the transition are one step, and nothing can slip between them.
 //! - **Edges** are two lock-free append-only lists per unit (see `edges`). A unit that completes or
-//!   fails *seals* its dependents list; an edge pushed before the seal is accounted for by the
-//!   finisher, an edge refused by the seal is accounted for by the inserter. Exactly one of them does.
+//!   fails *seals* its dependents list and walks the edges pushed before the seal; an edge pushed after
+//!   the seal is still linked (snapshots and the cycle check see every edge) but is accounted for by
+//!   its inserter. Exactly one of them does.
 //! - **Readiness** is `unmet == 0`. `want` raises the count (CAS, only while pending) *before* it
 //!   publishes the edge, so a finisher can never decrement below zero; completing a unit decrements each
 //!   direct dependent once (`fetch_sub`) and touches nothing else.
@@ -18,10 +19,15 @@
 //!   Status changes, readiness queries and wake-ups never take it.
 //! - **Waiters** park on their unit's `Notify`, which is signalled after every change of the unit's
 //!   status and of any of its dependencies' states (see `waiting`).
+//! - **Timestamps** of a transition are read after loading the status word it changes and before its
+//!   CAS, and the transition's event carries the same instant. So `registered ≤ started ≤ finished`
+//!   holds for the stored values even when different threads make the changes (a snapshot taken during
+//!   a transition may see the new state a moment before its timestamp).
 //!
 //! # Invariants
 //! 1. `unmet(u)` = number of `u`'s dependency edges whose dependency has not completed, *plus* the
-//!    edges a `want` in progress has counted but not yet published.
+//!    edges a `want` in progress has counted (at its CAS) but not yet settled: not yet linked, or
+//!    linked after the dependency completed and sealed, until that `want` decrements for it.
 //! 2. A unit is `started` only if its word had `unmet == 0` at the CAS, so every dependency was
 //!    completed at that instant.
 //! 3. A unit whose dependency failed is failed before it can start: the failed dependency never
@@ -34,7 +40,7 @@ use crate::error::{valid_name, GraphError, Operation};
 use crate::events::{Event, EventKind, EventLog, Subscription};
 use crate::name::UnitName;
 use crate::state::{StatusWord, UnitState, MAX_UNMET, ONE_UNMET};
-use crate::sync::{lock, Arc, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
 use crate::table::UnitTable;
 use crate::topo;
 use crate::unit::{Failure, Stamp, Unit};
@@ -55,6 +61,8 @@ pub(crate) struct Inner {
     structure: Mutex<Structure>,
     pub(crate) events: Arc<EventLog>,
     origin: Instant,
+    /// Wait futures currently asleep (see [`Graph::parked_waiters`]).
+    pub(crate) parked_waiters: AtomicUsize,
 }
 
 /// What the structure lock guards besides the right to add edges and names.
@@ -129,7 +137,9 @@ pub struct WantOutcome {
 pub enum StartAttempt {
     /// The unit was ready and is now started.
     Started,
-    /// The unit is pending; these dependencies are not completed yet.
+    /// The unit is pending; these dependencies are not completed yet. The list can be empty for
+    /// an instant while the last dependency completes (its state changes just before the unit's
+    /// unmet count drops); the unit becomes ready right after.
     Blocked {
         /// The unmet dependencies and their states.
         unmet: Vec<DependencyStatus>,
@@ -166,6 +176,7 @@ impl Graph {
                 }),
                 events: Arc::new(EventLog::new(capacity)),
                 origin: Instant::now(),
+                parked_waiters: AtomicUsize::new(0),
             }),
         }
     }
@@ -240,7 +251,7 @@ impl Graph {
 
         // Linearization point: count the new edges as unmet in the unit's word, only while it is
         // still unknown/pending. After this CAS nothing can fail, so the change is all-or-nothing.
-        let (unit, registered, first_seq) = match existing {
+        let (unit, registered_at, first_seq) = match existing {
             Some(unit) => loop {
                 let word = unit.word();
                 let state = word.state();
@@ -258,13 +269,19 @@ impl Graph {
                         added: Vec::new(),
                     });
                 }
+                let registered_at = registering.then(|| self.now());
                 let first = self.inner.events.reserve(count);
                 let last = first + count - 1;
                 let next = word
                     .with_more_unmet(edge_count, last)
                     .with_state(UnitState::Pending, last);
                 match unit.transition(word, next) {
-                    Ok(()) => break (unit, registering, first),
+                    Ok(()) => {
+                        if let Some(at) = registered_at {
+                            unit.stamp(Stamp::Registered, at);
+                        }
+                        break (unit, registered_at, first);
+                    }
                     Err(_) => self.tombstones(first, count),
                 }
             },
@@ -273,18 +290,19 @@ impl Graph {
                     return Err(too_many(&name));
                 }
                 let count = u64::from(edge_count) + 1;
+                let at = self.now();
                 let first = self.inner.events.reserve(count);
                 let word = StatusWord::new(UnitState::Pending, first + count - 1)
                     .with_more_unmet(edge_count, first + count - 1);
-                let unit = self.insert_unit(&mut structure, name.clone(), word);
-                (unit, true, first)
+                let unit = self.insert_unit(&mut structure, name.clone(), word, Some(at));
+                (unit, Some(at), first)
             }
         };
 
+        let registered = registered_at.is_some();
         let mut seq = first_seq;
-        if registered {
-            unit.stamp(Stamp::Registered, self.now());
-            self.publish(seq, EventKind::Registered { unit: name.clone() });
+        if let Some(at) = registered_at {
+            self.publish(seq, at, EventKind::Registered { unit: name.clone() });
             seq += 1;
         }
         let mut added = Vec::with_capacity(new_edges.len());
@@ -295,6 +313,7 @@ impl Graph {
                     &mut structure,
                     dependency_name.clone(),
                     StatusWord::new(UnitState::Unknown, 0),
+                    None,
                 )
             });
             topo::restore_order(&unit, &target);
@@ -302,6 +321,7 @@ impl Graph {
             let _ = unit.dependencies.push(Arc::clone(&target));
             self.publish(
                 seq,
+                self.now(),
                 EventKind::DependencyAdded {
                     unit: name.clone(),
                     dependency: dependency_name.clone(),
@@ -309,7 +329,8 @@ impl Graph {
             );
             seq += 1;
             if let Err(Sealed) = target.dependents.push(Arc::clone(&unit)) {
-                // The dependency finished before our edge landed: we account for the edge ourselves.
+                // The dependency finished (and walked its dependents) before our edge landed: we
+                // account for the edge ourselves.
                 match target.state() {
                     UnitState::Completed => satisfy(&unit),
                     _ => failed_dependencies.push(target),
@@ -350,12 +371,14 @@ impl Graph {
             let word = unit.word();
             match word.state() {
                 UnitState::Pending if word.ready() => {
+                    let at = self.now();
                     let seq = self.inner.events.reserve(1);
                     match unit.transition(word, word.with_state(UnitState::Started, seq)) {
                         Ok(()) => {
-                            unit.stamp(Stamp::Started, self.now());
+                            unit.stamp(Stamp::Started, at);
                             self.publish(
                                 seq,
+                                at,
                                 EventKind::Started {
                                     unit: unit.name.clone(),
                                 },
@@ -385,27 +408,28 @@ impl Graph {
     /// Marks a started unit completed and releases every dependent that became ready.
     pub fn complete(&self, unit: &str) -> Result<(), GraphError> {
         let unit = self.existing(unit)?;
-        let seq = loop {
+        let (seq, at) = loop {
             let word = unit.word();
             let state = word.state();
             if state != UnitState::Started {
                 return Err(wrong_state(&unit, Operation::Complete, state));
             }
+            let at = self.now();
             let seq = self.inner.events.reserve(1);
             match unit.transition(word, word.with_state(UnitState::Completed, seq)) {
-                Ok(()) => break seq,
+                Ok(()) => break (seq, at),
                 Err(_) => self.tombstones(seq, 1),
             }
         };
-        unit.stamp(Stamp::Finished, self.now());
+        unit.stamp(Stamp::Finished, at);
         self.publish(
             seq,
+            at,
             EventKind::Completed {
                 unit: unit.name.clone(),
             },
         );
-        unit.dependents.seal();
-        unit.dependents.for_each(satisfy);
+        unit.dependents.seal(satisfy);
         unit.changed.notify_waiters();
         Ok(())
     }
@@ -465,6 +489,17 @@ impl Graph {
         self.inner.events.next_seq()
     }
 
+    /// How many wait futures ([`start`](Self::start), [`wait_ready`](Self::wait_ready),
+    /// [`wait_for`](Self::wait_for)) are asleep right now, waiting for a change.
+    ///
+    /// A future counts from its first sleep until it returns, times out or is dropped, so the number
+    /// falls back to zero once every waiter is gone: a cheap leak check for front ends (such as the
+    /// agent's `ping`). Reading it costs one atomic load; each waiter that sleeps pays one atomic add
+    /// and one subtract, and no lock. Subscriptions waiting in `recv` are not counted.
+    pub fn parked_waiters(&self) -> usize {
+        self.inner.parked_waiters.load(Ordering::Relaxed)
+    }
+
     // ---- internals shared with `waiting` ----
 
     pub(crate) fn now(&self) -> Duration {
@@ -492,15 +527,16 @@ impl Graph {
             let promoted = self.promote(&unit);
             return (unit, promoted);
         }
+        let at = self.now();
         let seq = self.inner.events.reserve(1);
         let unit = self.insert_unit(
             &mut structure,
             name.clone(),
             StatusWord::new(UnitState::Pending, seq),
+            Some(at),
         );
         drop(structure);
-        unit.stamp(Stamp::Registered, self.now());
-        self.publish(seq, EventKind::Registered { unit: name.clone() });
+        self.publish(seq, at, EventKind::Registered { unit: name.clone() });
         (unit, true)
     }
 
@@ -516,16 +552,19 @@ impl Graph {
                 &mut structure,
                 name.clone(),
                 StatusWord::new(UnitState::Unknown, 0),
+                None,
             ),
         }
     }
 
-    /// Inserts a new unit; the caller holds the structure lock and checked the name is absent.
+    /// Inserts a new unit; the caller holds the structure lock and checked the name is absent. A
+    /// registered unit's timestamp is stamped before any other thread can see the unit.
     fn insert_unit(
         &self,
         structure: &mut Structure,
         name: UnitName,
         word: StatusWord,
+        registered_at: Option<Duration>,
     ) -> Arc<Unit> {
         let order = if word.state() == UnitState::Unknown {
             structure.next_unknown -= 1;
@@ -535,6 +574,9 @@ impl Graph {
             structure.next_registered - 1
         };
         let unit = Arc::new(Unit::new(name, word, order));
+        if let Some(at) = registered_at {
+            unit.stamp(Stamp::Registered, at);
+        }
         self.inner.units.insert(Arc::clone(&unit));
         unit
     }
@@ -546,14 +588,16 @@ impl Graph {
             if word.state() != UnitState::Unknown {
                 return false;
             }
+            let at = self.now();
             let seq = self.inner.events.reserve(1);
             if unit
                 .transition(word, word.with_state(UnitState::Pending, seq))
                 .is_ok()
             {
-                unit.stamp(Stamp::Registered, self.now());
+                unit.stamp(Stamp::Registered, at);
                 self.publish(
                     seq,
+                    at,
                     EventKind::Registered {
                         unit: unit.name.clone(),
                     },
@@ -576,7 +620,7 @@ impl Graph {
     ) -> Result<(), UnitState> {
         // Held across the CAS so that anyone who sees `failed` and then locks finds the record.
         let mut record = unit.failure_slot();
-        let seq = loop {
+        let (seq, at) = loop {
             let word = unit.word();
             let state = word.state();
             let allowed = matches!(state, UnitState::Pending | UnitState::Unknown)
@@ -584,9 +628,10 @@ impl Graph {
             if !allowed {
                 return Err(state);
             }
+            let at = self.now();
             let seq = self.inner.events.reserve(1);
             match unit.transition(word, word.with_state(UnitState::Failed, seq)) {
-                Ok(()) => break seq,
+                Ok(()) => break (seq, at),
                 Err(_) => self.tombstones(seq, 1),
             }
         };
@@ -597,8 +642,8 @@ impl Graph {
         };
         *record = Some(Box::new(failure));
         drop(record);
-        unit.stamp(Stamp::Finished, self.now());
-        self.publish(seq, event);
+        unit.stamp(Stamp::Finished, at);
+        self.publish(seq, at, event);
         unit.changed.notify_waiters();
         Ok(())
     }
@@ -608,8 +653,10 @@ impl Graph {
         let mut failed = Vec::new();
         let mut stack = vec![Arc::clone(root)];
         while let Some(unit) = stack.pop() {
-            unit.dependents.seal();
-            for dependent in unit.dependents.to_vec().into_iter().rev() {
+            // Dependents that want `unit` after this seal fail themselves (see `want`).
+            let mut dependents = Vec::new();
+            unit.dependents.seal(|d| dependents.push(Arc::clone(d)));
+            for dependent in dependents.into_iter().rev() {
                 let failure = propagated_failure(cause, cause_reason);
                 if self.fail_unit(&dependent, failure, false).is_ok() {
                     failed.push(dependent.name.clone());
@@ -627,8 +674,7 @@ impl Graph {
         unit.dependents.for_each(|d| d.changed.notify_waiters());
     }
 
-    fn publish(&self, seq: u64, kind: EventKind) {
-        let at = self.now();
+    fn publish(&self, seq: u64, at: Duration, kind: EventKind) {
         self.inner
             .events
             .publish(seq, Some(Event { seq, at, kind }));

@@ -55,6 +55,8 @@ impl UnitName {
         &self.0
     }
 
+    /// The shared text, for the unit table's key (the loom stand-in table keys by `String`).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn shared(&self) -> &Arc<str> {
         &self.0
     }

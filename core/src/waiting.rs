@@ -7,14 +7,19 @@
 //! dropping, and any dependency's transition (so a blocked `start` can report progress).
 //!
 //! Dropping a wait future drops its `Notified`, which unlinks it from the unit's waiter list: a
-//! cancelled or timed-out waiter leaves nothing behind. Deadlines use `tokio::time`, so they need a
-//! tokio runtime with the time driver. This module never changes the graph except through
-//! `try_start`, and never polls.
+//! cancelled or timed-out waiter leaves nothing behind. Each wait future that has to sleep holds a
+//! [`ParkedWaiter`] guard from its first sleep until it ends or is dropped, so
+//! [`Graph::parked_waiters`] counts the sleepers and returns to zero when they are gone (one atomic
+//! add and one subtract per wait, no lock). Deadlines use `tokio::time`, so they need a tokio runtime
+//! with the time driver. This module never changes the graph except through `try_start`, and never
+//! polls.
 
 use crate::error::{valid_name, GraphError};
-use crate::graph::{start_refused_by_failure, unmet_dependencies, DependencyStatus, Graph};
+use crate::graph::{
+    root_cause, start_refused_by_failure, unmet_dependencies, DependencyStatus, Graph,
+};
 use crate::state::UnitState;
-use crate::sync::Arc;
+use crate::sync::{Arc, AtomicUsize, Ordering};
 use crate::unit::{Failure, Unit};
 use crate::StartAttempt;
 use std::future::Future;
@@ -75,7 +80,8 @@ pub enum WaitOutcome {
 impl Graph {
     /// Waits until `unit` is ready and starts it, atomically with the readiness check (registers it
     /// first if new). `on_blocked` is called with the unmet dependencies when the unit first has to
-    /// wait and again whenever that list or any of its states changes.
+    /// wait and again whenever that list or any of its states changes. Readiness is checked before the
+    /// deadline, so a unit that is ready starts even if `deadline` has already passed.
     pub async fn start(
         &self,
         unit: &str,
@@ -85,6 +91,7 @@ impl Graph {
         let (unit, _) = self.ensure_registered(&valid_name(unit)?);
         let mut last_reported: Option<Vec<DependencyStatus>> = None;
         let waiting = async {
+            let mut parked = None;
             loop {
                 let notified = unit.changed.notified();
                 let mut notified = std::pin::pin!(notified);
@@ -92,12 +99,17 @@ impl Graph {
                 match self.try_start_unit(&unit)? {
                     StartAttempt::Started => return Ok(()),
                     StartAttempt::Blocked { unmet } => {
-                        if last_reported.as_ref() != Some(&unmet) {
+                        // The list is built from the dependencies' states, the readiness from the
+                        // unmet count, which a completing dependency lowers just after its state
+                        // changes: in that instant the list is empty. The decrement is coming and
+                        // will wake us (we are enabled), so there is nothing to report yet.
+                        if !unmet.is_empty() && last_reported.as_ref() != Some(&unmet) {
                             on_blocked(&unmet);
                             last_reported = Some(unmet);
                         }
                     }
                 }
+                parked.get_or_insert_with(|| ParkedWaiter::new(self));
                 notified.await;
             }
         };
@@ -117,6 +129,7 @@ impl Graph {
     ) -> Result<ReadyOutcome, GraphError> {
         let unit = self.existing(unit)?;
         let waiting = async {
+            let mut parked = None;
             loop {
                 let notified = unit.changed.notified();
                 let mut notified = std::pin::pin!(notified);
@@ -124,6 +137,7 @@ impl Graph {
                 if let Some(outcome) = readiness(&unit) {
                     return outcome;
                 }
+                parked.get_or_insert_with(|| ParkedWaiter::new(self));
                 notified.await;
             }
         };
@@ -144,6 +158,7 @@ impl Graph {
     ) -> Result<WaitOutcome, GraphError> {
         let unit = self.ensure_known(&valid_name(unit)?);
         let waiting = async {
+            let mut parked = None;
             loop {
                 let notified = unit.changed.notified();
                 let mut notified = std::pin::pin!(notified);
@@ -151,6 +166,7 @@ impl Graph {
                 if let Some(outcome) = reached(&unit, target) {
                     return outcome;
                 }
+                parked.get_or_insert_with(|| ParkedWaiter::new(self));
                 notified.await;
             }
         };
@@ -160,8 +176,30 @@ impl Graph {
     }
 }
 
+/// Counts one sleeping wait future in [`Graph::parked_waiters`] for as long as it exists.
+struct ParkedWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> ParkedWaiter<'a> {
+    fn new(graph: &'a Graph) -> Self {
+        let count = &graph.inner.parked_waiters;
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for ParkedWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `Ready` once no dependency is unmet; `DependencyFailed` once one of them failed (so the unit never
+/// will be ready), naming the unit whose own failure caused it.
 fn readiness(unit: &Arc<Unit>) -> Option<ReadyOutcome> {
     let word = unit.word();
+    if word.ready() {
+        return Some(ReadyOutcome::Ready);
+    }
     if word.state() == UnitState::Failed {
         if let GraphError::DependencyFailed {
             dependency, reason, ..
@@ -170,7 +208,18 @@ fn readiness(unit: &Arc<Unit>) -> Option<ReadyOutcome> {
             return Some(ReadyOutcome::DependencyFailed { dependency, reason });
         }
     }
-    word.ready().then_some(ReadyOutcome::Ready)
+    // A unit that failed by itself is not failed again when a dependency fails, and a pending unit
+    // is failed a moment after its dependency: look at the dependencies themselves.
+    let mut failed = None;
+    unit.dependencies.for_each(|dependency| {
+        if dependency.state() == UnitState::Failed {
+            failed = Some(Arc::clone(dependency));
+        }
+    });
+    failed.map(|dependency| {
+        let (dependency, reason) = root_cause(&dependency);
+        ReadyOutcome::DependencyFailed { dependency, reason }
+    })
 }
 
 fn reached(unit: &Arc<Unit>, target: WaitTarget) -> Option<WaitOutcome> {
