@@ -18,6 +18,18 @@
 //! Sleeping subscribers park on one `Notify`; a writer only touches it when the `parked` count says
 //! someone sleeps (a SeqCst store/load pair on both sides guarantees that either the writer sees the
 //! sleeper or the sleeper sees the record), so the graph pays nothing for an idle stream.
+//!
+//! # The sink (journaling)
+//! A graph built with an [`EventSink`] also hands every record to the sink, synchronously, on the
+//! thread that publishes it into the ring and just before it does: `record(seq, Some(event))` for an
+//! event, `record(seq, None)` for a tombstone, exactly once for every number the counter ever gave
+//! out. Calls from different threads may arrive out of number order (two threads reserve 7 and 8; the
+//! one with 8 publishes first), so a sink that needs order reorders by number, using the tombstones to
+//! fill the gaps. The sink must not block and must not call back into the graph (it may be called
+//! while the graph holds its structure lock). A graph without a sink pays one `None` check per record.
+//! A graph rebuilt from a journal (`GraphBuilder::restore`) puts the restored events into the ring with
+//! their original numbers, and does *not* hand them to the sink: they are journaled already.
+//!
 //! This module owns ordering and delivery only; it must not interpret events.
 
 use crate::name::UnitName;
@@ -57,6 +69,10 @@ pub enum EventKind {
     Started {
         /// The unit.
         unit: UnitName,
+        /// The claim it was started with ([`Graph::start_claimed`](crate::Graph::start_claimed)), if
+        /// any: an opaque string naming who started it, so that the same starter can retry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// The unit completed.
     Completed {
@@ -80,11 +96,27 @@ impl EventKind {
         match self {
             Self::Registered { unit }
             | Self::DependencyAdded { unit, .. }
-            | Self::Started { unit }
+            | Self::Started { unit, .. }
             | Self::Completed { unit }
             | Self::Failed { unit, .. } => unit,
         }
     }
+}
+
+/// Receives every event a graph publishes, as it publishes it: the hook a journal hangs on.
+///
+/// Set with [`GraphBuilder::sink`](crate::GraphBuilder::sink). See the module docs of `events` for
+/// the contract; in short:
+/// - [`record`](Self::record) is called exactly once for every sequence number the graph reserves,
+///   with the event, or with `None` for a *tombstone* (a number that was reserved by an attempt that
+///   lost a race and will never carry an event);
+/// - it is called synchronously on the publishing thread, just before the event enters the ring, and
+///   calls from different threads may come out of number order;
+/// - it must not block (it runs inside graph operations, sometimes under the graph's structure lock)
+///   and must not call back into the graph. Push into an unbounded channel and do the work elsewhere.
+pub trait EventSink: Send + Sync {
+    /// One sequence number's record: `Some(event)`, or `None` for a tombstone.
+    fn record(&self, seq: u64, event: Option<&Event>);
 }
 
 /// A subscriber fell behind by more than the buffer: this many events were skipped (an upper bound:
@@ -129,6 +161,26 @@ impl EventLog {
     /// The number the next event will get.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::SeqCst)
+    }
+
+    /// How many records the ring holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Fills a fresh ring with restored records and sets the next number to `next`. `window` holds
+    /// the last restored events, in increasing number order, all below `next`; every number of the
+    /// last `capacity` below `next` that has no event gets a tombstone, so a subscriber reading
+    /// through them never waits for a record that will not come. Only for `restore`, before the graph
+    /// is shared.
+    pub(crate) fn resume(&self, next: u64, window: impl IntoIterator<Item = Event>) {
+        let oldest = next.saturating_sub(self.slots.len() as u64).max(1);
+        let mut window = window.into_iter().filter(|e| e.seq >= oldest).peekable();
+        for seq in oldest..next {
+            let record = window.next_if(|e| e.seq == seq);
+            self.slot(seq).publish(seq, record);
+        }
+        self.next_seq.store(next, Ordering::SeqCst);
     }
 
     /// Publishes the record for `seq` (`None`: a tombstone for a number that was reserved but not used).

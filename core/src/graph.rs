@@ -19,6 +19,19 @@
 //!   Status changes, readiness queries and wake-ups never take it.
 //! - **Waiters** park on their unit's `Notify`, which is signalled after every change of the unit's
 //!   status and of any of its dependencies' states (see `waiting`).
+//! - **Start claims.** A start may carry an opaque *claim* naming its starter
+//!   ([`Graph::start_claimed`]). A claimed start holds the unit's records mutex (see `unit`) across its
+//!   `pending → started` CAS and stores the claim before unlocking; unclaimed starts never take it. So
+//!   a reader that saw `started` and then locks finds the claim of the start that won: it saw the CAS,
+//!   which the winner made while holding the lock, so its own lock comes after the winner's unlock (a
+//!   lock taken earlier would be ordered before that CAS, and the reader could not have seen it). A
+//!   claimed start that loses the CAS writes nothing. This is the same argument as for the failure
+//!   record, which the failing thread writes under the same lock. The claim is what makes a retried
+//!   start idempotent: the same claim on a started unit answers `Started` again, with no new event.
+//! - **Journaling.** A graph built with an [`EventSink`] hands it every event and tombstone from the
+//!   publishing thread (see `events`); a graph without one pays a `None` check. A graph can be rebuilt
+//!   from a journal's events with [`GraphBuilder::restore`] (see `restore`), which applies each event
+//!   to the state directly, with its original number and timestamp, before the graph is shared.
 //! - **Timestamps** of a transition are read after loading the status word it changes and before its
 //!   CAS, and the transition's event carries the same instant. So `registered ≤ started ≤ finished`
 //!   holds for the stored values even when different threads make the changes (a snapshot taken during
@@ -34,11 +47,20 @@
 //!    completes, so the dependent's `unmet` stays above zero until propagation reaches it.
 //! 4. The topological order agrees with every edge whenever the structure lock is free.
 //! 5. Event numbers of one unit increase with its real order of changes (see `events`).
+//! 6. A unit's start claim is set at most once, by the start whose CAS made it `started`, before any
+//!    reader that saw `started` can lock the records mutex; it is never changed afterwards.
+//!
+//! # Linearization points
+//! `register`/promotion, `start`, `complete` and `fail`: the CAS on the unit's status word. `want`:
+//! its CAS counting the new edges (after which nothing can fail). A retried claimed start that finds
+//! its own claim: the status load that saw `started` (the claim is read under the records lock).
+//! Restoring is not concurrent with anything: the graph is shared only once it is rebuilt.
 
 use crate::edges::Sealed;
 use crate::error::{valid_name, GraphError, Operation};
-use crate::events::{Event, EventKind, EventLog, Subscription};
+use crate::events::{Event, EventKind, EventLog, EventSink, Subscription};
 use crate::name::UnitName;
+use crate::restore::RestoreError;
 use crate::state::{StatusWord, UnitState, MAX_UNMET, ONE_UNMET};
 use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
 use crate::table::UnitTable;
@@ -60,13 +82,15 @@ pub(crate) struct Inner {
     pub(crate) units: UnitTable,
     structure: Mutex<Structure>,
     pub(crate) events: Arc<EventLog>,
+    /// Where every event also goes (a journal), if anywhere.
+    sink: Option<std::sync::Arc<dyn EventSink>>,
     origin: Instant,
     /// Wait futures currently asleep (see [`Graph::parked_waiters`]).
     pub(crate) parked_waiters: AtomicUsize,
 }
 
 /// What the structure lock guards besides the right to add edges and names.
-struct Structure {
+pub(crate) struct Structure {
     /// Next topological order for a registered unit (grows up).
     next_registered: i64,
     /// Next topological order for a unit first seen as a dependency (grows down).
@@ -121,6 +145,9 @@ pub struct UnitSnapshot {
     pub finished_at: Option<Duration>,
     /// Why it failed.
     pub failure: Option<Failure>,
+    /// The claim it was started with ([`Graph::start_claimed`]), if it was started with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 /// What `want` changed.
@@ -153,6 +180,83 @@ pub struct FailOutcome {
     pub propagated: Vec<UnitName>,
 }
 
+/// Builds a [`Graph`] with chosen settings, or rebuilds one from a journal
+/// ([`restore`](Self::restore)). Start with [`Graph::builder`].
+#[derive(Clone)]
+pub struct GraphBuilder {
+    event_capacity: usize,
+    sink: Option<std::sync::Arc<dyn EventSink>>,
+    origin: Option<Instant>,
+}
+
+impl std::fmt::Debug for GraphBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphBuilder")
+            .field("event_capacity", &self.event_capacity)
+            .field("sink", &self.sink.is_some())
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl GraphBuilder {
+    /// How many events subscribers may fall behind before they lag (default
+    /// [`DEFAULT_EVENT_CAPACITY`]; at least 1).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// Hands every event (and tombstone) to `sink` as it is published; see [`EventSink`].
+    pub fn sink(mut self, sink: std::sync::Arc<dyn EventSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The instant every duration in snapshots and events is measured from (default: when the
+    /// graph is built). A restored graph needs the instant its journal's durations are measured from.
+    pub fn origin(mut self, origin: Instant) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// An empty graph.
+    pub fn build(self) -> Graph {
+        Graph {
+            inner: Arc::new(Inner {
+                units: UnitTable::new(),
+                structure: Mutex::new(Structure {
+                    next_registered: 0,
+                    next_unknown: -1,
+                }),
+                events: Arc::new(EventLog::new(self.event_capacity)),
+                sink: self.sink,
+                origin: self.origin.unwrap_or_else(Instant::now),
+                parked_waiters: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Rebuilds a graph from a journal's events, in order, keeping their sequence numbers and
+    /// timestamps (`Event::at`, measured from this builder's [`origin`](Self::origin)).
+    ///
+    /// Each event is applied to the state directly, without propagation (every propagated failure is
+    /// its own `Failed` event in a journal) and without calling the sink (the events are journaled
+    /// already; later events go to the sink as usual). Every event is checked against the state it
+    /// meets; the first that does not fit (see [`RestoreError`]) stops the restore, so a caller never
+    /// serves a graph that differs from the one that wrote the journal. Afterwards the event ring holds
+    /// the last `event_capacity` restored events under their numbers (so `subscribe_from` a restored
+    /// number replays from there) and [`Graph::next_event_seq`] is one past the last.
+    ///
+    /// Names that were only waited for (`wait_for` on a name nobody mentioned) leave no event, so a
+    /// restored graph does not know them until someone mentions them again.
+    pub fn restore(self, events: impl IntoIterator<Item = Event>) -> Result<Graph, RestoreError> {
+        let graph = self.build();
+        crate::restore::replay(&graph, events)?;
+        Ok(graph)
+    }
+}
+
 impl Default for Graph {
     fn default() -> Self {
         Self::new()
@@ -162,22 +266,21 @@ impl Default for Graph {
 impl Graph {
     /// An empty graph with the default event buffer.
     pub fn new() -> Self {
-        Self::with_event_capacity(DEFAULT_EVENT_CAPACITY)
+        Self::builder().build()
     }
 
     /// An empty graph whose subscribers may fall `capacity` events behind before they lag.
     pub fn with_event_capacity(capacity: usize) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                units: UnitTable::new(),
-                structure: Mutex::new(Structure {
-                    next_registered: 0,
-                    next_unknown: -1,
-                }),
-                events: Arc::new(EventLog::new(capacity)),
-                origin: Instant::now(),
-                parked_waiters: AtomicUsize::new(0),
-            }),
+        Self::builder().event_capacity(capacity).build()
+    }
+
+    /// A builder for a graph with a sink, a chosen origin or event capacity, or restored from a
+    /// journal.
+    pub fn builder() -> GraphBuilder {
+        GraphBuilder {
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            sink: None,
+            origin: None,
         }
     }
 
@@ -361,12 +464,34 @@ impl Graph {
     /// `Blocked` lists the unmet dependencies. Errors: the unit already started or finished, or it
     /// failed because a dependency failed ([`GraphError::DependencyFailed`]).
     pub fn try_start(&self, unit: &str) -> Result<StartAttempt, GraphError> {
-        let name = valid_name(unit)?;
-        let (unit, _) = self.ensure_registered(&name);
-        self.try_start_unit(&unit)
+        self.try_start_claimed(unit, None)
     }
 
-    pub(crate) fn try_start_unit(&self, unit: &Arc<Unit>) -> Result<StartAttempt, GraphError> {
+    /// [`try_start`](Self::try_start), recording `claim` (an opaque string naming the starter, e.g.
+    /// `<owner>#<invocation>`) on the unit and in its `Started` event.
+    ///
+    /// If the unit is already started *with the same claim*, this answers `Started` again and changes
+    /// nothing (no event): a client whose connection dropped while its start was being answered can
+    /// send the same start again and learn that it started. Every other already-started case is the
+    /// usual error. `None` is an unclaimed start, which is never idempotent.
+    pub fn try_start_claimed(
+        &self,
+        unit: &str,
+        claim: Option<&str>,
+    ) -> Result<StartAttempt, GraphError> {
+        let name = valid_name(unit)?;
+        let (unit, _) = self.ensure_registered(&name);
+        self.try_start_unit(&unit, claim)
+    }
+
+    pub(crate) fn try_start_unit(
+        &self,
+        unit: &Arc<Unit>,
+        claim: Option<&str>,
+    ) -> Result<StartAttempt, GraphError> {
+        // A claimed start holds the records lock across its CAS and writes the claim before letting
+        // go, so whoever sees `started` and then locks finds it (module docs, "Start claims").
+        let mut records = claim.map(|_| unit.records());
         loop {
             let word = unit.word();
             match word.state() {
@@ -375,12 +500,17 @@ impl Graph {
                     let seq = self.inner.events.reserve(1);
                     match unit.transition(word, word.with_state(UnitState::Started, seq)) {
                         Ok(()) => {
+                            if let (Some(records), Some(claim)) = (records.as_mut(), claim) {
+                                records.started_by = Some(std::sync::Arc::from(claim));
+                            }
+                            drop(records);
                             unit.stamp(Stamp::Started, at);
                             self.publish(
                                 seq,
                                 at,
                                 EventKind::Started {
                                     unit: unit.name.clone(),
+                                    by: claim.map(str::to_owned),
                                 },
                             );
                             unit.changed.notify_waiters();
@@ -395,7 +525,17 @@ impl Graph {
                         unmet: unmet_dependencies(unit),
                     })
                 }
-                UnitState::Failed => return Err(start_refused_by_failure(unit)),
+                UnitState::Started
+                    if records
+                        .as_ref()
+                        .is_some_and(|records| records.started_by.as_deref() == claim) =>
+                {
+                    return Ok(StartAttempt::Started);
+                }
+                UnitState::Failed => {
+                    drop(records); // `start_refused_by_failure` reads the failure record
+                    return Err(start_refused_by_failure(unit));
+                }
                 UnitState::Unknown => {
                     // Only reachable for a unit handle taken before registration; register now.
                     self.promote(unit);
@@ -450,6 +590,37 @@ impl Graph {
         Ok(FailOutcome {
             propagated: self.propagate(&unit, &name, reason),
         })
+    }
+
+    /// Fails (with propagation, like [`fail`](Self::fail)) every *started* unit whose start claim
+    /// satisfies `matches`, with `reason`: how a front end fails what an exited starter left
+    /// unfinished. The units are failed in name order (so the events come in a deterministic order)
+    /// and returned in that order; the propagated failures are in the event stream. A unit that
+    /// completes or fails meanwhile is left alone. `matches` is called without any graph lock held.
+    /// Walks every unit: O(units).
+    pub fn fail_started_by(&self, matches: impl Fn(&str) -> bool, reason: &str) -> Vec<UnitName> {
+        let mut claimed: Vec<Arc<Unit>> = self
+            .inner
+            .units
+            .all()
+            .into_iter()
+            .filter(|unit| unit.state() == UnitState::Started)
+            .filter(|unit| unit.started_by().is_some_and(|claim| matches(&claim)))
+            .collect();
+        claimed.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut failed = Vec::with_capacity(claimed.len());
+        for unit in claimed {
+            let failure = Failure {
+                reason: reason.to_owned(),
+                cause: None,
+                cause_reason: None,
+            };
+            if self.fail_unit(&unit, failure, true).is_ok() {
+                self.propagate(&unit, &unit.name, reason);
+                failed.push(unit.name.clone());
+            }
+        }
+        failed
     }
 
     /// Whether every dependency of `unit` is completed.
@@ -559,7 +730,7 @@ impl Graph {
 
     /// Inserts a new unit; the caller holds the structure lock and checked the name is absent. A
     /// registered unit's timestamp is stamped before any other thread can see the unit.
-    fn insert_unit(
+    pub(crate) fn insert_unit(
         &self,
         structure: &mut Structure,
         name: UnitName,
@@ -619,7 +790,7 @@ impl Graph {
         allow_started: bool,
     ) -> Result<(), UnitState> {
         // Held across the CAS so that anyone who sees `failed` and then locks finds the record.
-        let mut record = unit.failure_slot();
+        let mut records = unit.records();
         let (seq, at) = loop {
             let word = unit.word();
             let state = word.state();
@@ -640,8 +811,8 @@ impl Graph {
             reason: failure.reason.clone(),
             cause: failure.cause.clone(),
         };
-        *record = Some(Box::new(failure));
-        drop(record);
+        records.failure = Some(Box::new(failure));
+        drop(records);
         unit.stamp(Stamp::Finished, at);
         self.publish(seq, at, event);
         unit.changed.notify_waiters();
@@ -674,16 +845,29 @@ impl Graph {
         unit.dependents.for_each(|d| d.changed.notify_waiters());
     }
 
+    /// The one place events leave the graph: to the sink (if any), then into the ring.
     fn publish(&self, seq: u64, at: Duration, kind: EventKind) {
-        self.inner
-            .events
-            .publish(seq, Some(Event { seq, at, kind }));
+        let event = Event { seq, at, kind };
+        if let Some(sink) = &self.inner.sink {
+            sink.record(seq, Some(&event));
+        }
+        self.inner.events.publish(seq, Some(event));
     }
 
+    /// Publishes tombstones for reserved numbers that will carry no event (to the sink too).
     fn tombstones(&self, first: u64, count: u64) {
         for seq in first..first + count {
+            if let Some(sink) = &self.inner.sink {
+                sink.record(seq, None);
+            }
             self.inner.events.publish(seq, None);
         }
+    }
+
+    // ---- internals for `restore` ----
+
+    pub(crate) fn structure(&self) -> crate::sync::MutexGuard<'_, Structure> {
+        lock(&self.inner.structure)
     }
 }
 
@@ -771,6 +955,19 @@ pub(crate) fn unmet_dependencies(unit: &Arc<Unit>) -> Vec<DependencyStatus> {
 fn snapshot_of(unit: &Arc<Unit>) -> UnitSnapshot {
     let word = unit.word();
     let state = word.state();
+    // Read after the word: a unit seen started (or later) has its claim and failure written already.
+    let (started_by, failure) = match state {
+        UnitState::Unknown | UnitState::Pending => (None, None),
+        _ => {
+            let records = unit.records();
+            let failure = if state == UnitState::Failed {
+                records.failure.as_deref().cloned()
+            } else {
+                None
+            };
+            (records.started_by.as_deref().map(str::to_owned), failure)
+        }
+    };
     UnitSnapshot {
         name: unit.name.clone(),
         state,
@@ -792,10 +989,7 @@ fn snapshot_of(unit: &Arc<Unit>) -> UnitSnapshot {
         registered_at: unit.stamped(Stamp::Registered),
         started_at: unit.stamped(Stamp::Started),
         finished_at: unit.stamped(Stamp::Finished),
-        failure: if state == UnitState::Failed {
-            unit.failure()
-        } else {
-            None
-        },
+        failure,
+        started_by,
     }
 }

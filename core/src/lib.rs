@@ -25,7 +25,9 @@
 //!
 //! The crate does no I/O and knows no clock but `Instant`. Its lock-free design (one atomic status
 //! word per unit, sealable lock-free edge lists, one short lock for structural changes only) is
-//! described in the `graph` module; its event ordering in `events`; its cycle check in `topo`.
+//! described in the `graph` module; its event ordering and the journaling hook ([`EventSink`]) in
+//! `events`; rebuilding a graph from a journal ([`GraphBuilder::restore`]) in `restore`; its cycle
+//! check in `topo`.
 
 #![warn(missing_docs)]
 
@@ -35,6 +37,7 @@ mod events;
 mod export;
 mod graph;
 mod name;
+mod restore;
 mod state;
 mod sync;
 mod table;
@@ -43,13 +46,14 @@ mod unit;
 mod waiting;
 
 pub use error::{GraphError, Operation};
-pub use events::{Event, EventKind, Lagged, Subscription};
+pub use events::{Event, EventKind, EventSink, Lagged, Subscription};
 pub use export::{to_dot, to_mermaid, GraphFormat};
 pub use graph::{
-    DependencyStatus, FailOutcome, Graph, StartAttempt, UnitSnapshot, WantOutcome,
+    DependencyStatus, FailOutcome, Graph, GraphBuilder, StartAttempt, UnitSnapshot, WantOutcome,
     DEFAULT_EVENT_CAPACITY,
 };
 pub use name::{NameRule, UnitName, MAX_NAME_BYTES};
+pub use restore::{RestoreError, RestoreProblem};
 pub use state::{UnitState, MAX_UNMET};
 pub use unit::Failure;
 pub use waiting::{ReadyOutcome, StartOutcome, WaitOutcome, WaitTarget};

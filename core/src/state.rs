@@ -78,6 +78,9 @@ const UNMET_SHIFT: u32 = STATE_BITS;
 const UNMET_MASK: u64 = ((1 << UNMET_BITS) - 1) << UNMET_SHIFT;
 const SEQ_SHIFT: u32 = STATE_BITS + UNMET_BITS;
 
+/// The largest event number a status word can hold (40 bits); a restored journal must stay below it.
+pub(crate) const MAX_SEQ: u64 = u64::MAX >> SEQ_SHIFT;
+
 /// The most dependencies a unit can be waiting for at once.
 pub const MAX_UNMET: u32 = (1 << UNMET_BITS) - 1;
 

@@ -1,8 +1,9 @@
-//! One unit's shared record: its name, its packed status word, its two edge lists, its notification
-//! and its timestamps. Units are created under the structure lock and then only ever changed through
-//! atomics (status, timestamps), lock-free list pushes (edges), or the per-unit failure mutex (taken
-//! only on the failure path). The transition rules live in `graph`; this module owns the record's
-//! layout and its small accessors and must not decide any transition.
+//! One unit's shared record: its name, its packed status word, its two edge lists, its notification,
+//! its timestamps, and who started it and why it failed. Units are created under the structure lock
+//! and then only ever changed through atomics (status, timestamps), lock-free list pushes (edges), or
+//! the per-unit *records* mutex (the start claim and the failure record; taken only by a claimed
+//! start, a failure, and readers of those two). The transition rules live in `graph`; this module owns
+//! the record's layout and its small accessors and must not decide any transition.
 
 use crate::edges::EdgeList;
 use crate::name::UnitName;
@@ -39,7 +40,19 @@ pub(crate) struct Unit {
     registered_at: AtomicU64,
     started_at: AtomicU64,
     finished_at: AtomicU64,
-    failure: Mutex<Option<Box<Failure>>>,
+    records: Mutex<Records>,
+}
+
+/// What a unit keeps besides its status word, written only by the thread that wins the transition
+/// concerned, *while holding this mutex across that transition's CAS* (see `graph`: whoever sees the
+/// new state and then locks finds the record).
+#[derive(Default)]
+pub(crate) struct Records {
+    /// The claim a start was made with (`Graph::start_claimed`); set at most once, by the start that
+    /// won. `None` for a unit started without a claim (or not started).
+    pub(crate) started_by: Option<std::sync::Arc<str>>,
+    /// Why the unit failed; set once, by the failure that won.
+    pub(crate) failure: Option<Box<Failure>>,
 }
 
 /// Which timestamp to stamp.
@@ -62,7 +75,7 @@ impl Unit {
             registered_at: AtomicU64::new(0),
             started_at: AtomicU64::new(0),
             finished_at: AtomicU64::new(0),
-            failure: Mutex::new(None),
+            records: Mutex::new(Records::default()),
         }
     }
 
@@ -102,14 +115,24 @@ impl Unit {
         }
     }
 
-    /// Locks the failure record. The failing thread holds this lock across its status CAS, so a
-    /// reader that saw `failed` and then takes the lock always finds the record.
-    pub(crate) fn failure_slot(&self) -> crate::sync::MutexGuard<'_, Option<Box<Failure>>> {
-        lock(&self.failure)
+    /// Locks the start claim and failure record. A failing thread, and a thread starting with a claim,
+    /// holds this lock across its status CAS, so a reader that saw `failed` (or `started`) and then
+    /// takes the lock always finds the record the winner wrote.
+    pub(crate) fn records(&self) -> crate::sync::MutexGuard<'_, Records> {
+        lock(&self.records)
     }
 
     pub(crate) fn failure(&self) -> Option<Failure> {
-        self.failure_slot().as_deref().cloned()
+        self.records().failure.as_deref().cloned()
+    }
+
+    pub(crate) fn started_by(&self) -> Option<std::sync::Arc<str>> {
+        self.records().started_by.clone()
+    }
+
+    /// Replaces the status word without a CAS. Only for `restore`, while the graph is not shared yet.
+    pub(crate) fn overwrite_word(&self, word: StatusWord) {
+        self.status.store(word.0, Ordering::SeqCst);
     }
 
     pub(crate) fn order(&self) -> i64 {

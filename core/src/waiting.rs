@@ -86,6 +86,19 @@ impl Graph {
         &self,
         unit: &str,
         deadline: Option<Instant>,
+        on_blocked: impl FnMut(&[DependencyStatus]),
+    ) -> Result<StartOutcome, GraphError> {
+        self.start_claimed(unit, None, deadline, on_blocked).await
+    }
+
+    /// [`start`](Self::start), recording `claim` on the unit as
+    /// [`try_start_claimed`](Self::try_start_claimed) does: the same claim on an already started unit
+    /// answers `Started` at once, without a new event.
+    pub async fn start_claimed(
+        &self,
+        unit: &str,
+        claim: Option<&str>,
+        deadline: Option<Instant>,
         mut on_blocked: impl FnMut(&[DependencyStatus]),
     ) -> Result<StartOutcome, GraphError> {
         let (unit, _) = self.ensure_registered(&valid_name(unit)?);
@@ -96,7 +109,7 @@ impl Graph {
                 let notified = unit.changed.notified();
                 let mut notified = std::pin::pin!(notified);
                 notified.as_mut().enable();
-                match self.try_start_unit(&unit)? {
+                match self.try_start_unit(&unit, claim)? {
                     StartAttempt::Started => return Ok(()),
                     StartAttempt::Blocked { unmet } => {
                         // The list is built from the dependencies' states, the readiness from the

@@ -298,7 +298,10 @@ impl Model {
                     .collect();
                 if unmet.is_empty() {
                     self.unit(unit).state = UnitState::Started;
-                    self.events.push(EventKind::Started { unit: name(unit) });
+                    self.events.push(EventKind::Started {
+                        unit: name(unit),
+                        by: None,
+                    });
                     Answer::Start(StartAttempt::Started)
                 } else {
                     Answer::Start(StartAttempt::Blocked { unmet })

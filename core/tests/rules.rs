@@ -46,7 +46,10 @@ fn edge(unit: &str, dependency: &str) -> EventKind {
 }
 
 fn started(unit: &str) -> EventKind {
-    EventKind::Started { unit: name(unit) }
+    EventKind::Started {
+        unit: name(unit),
+        by: None,
+    }
 }
 
 fn completed(unit: &str) -> EventKind {

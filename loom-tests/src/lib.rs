@@ -150,7 +150,7 @@ pub fn seq_of(events: &[Event], wanted: impl Fn(&EventKind) -> bool) -> Option<u
 pub fn started(events: &[Event], unit: &str) -> Option<u64> {
     seq_of(
         events,
-        |kind| matches!(kind, EventKind::Started { unit: u } if u.as_str() == unit),
+        |kind| matches!(kind, EventKind::Started { unit: u, .. } if u.as_str() == unit),
     )
 }
 
