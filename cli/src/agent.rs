@@ -1,5 +1,6 @@
 //! `unitsync agent`: logging set-up, the multi-threaded runtime, signal handling, and the agent's
-//! life from bind to clean shutdown. The serving itself is `unitsync_ipc::Agent`'s.
+//! life from bind to clean shutdown. The serving itself is `unitsync_ipc::Agent`'s: this module must
+//! not touch the graph or the protocol.
 
 use crate::failure::{code, CliError};
 use std::path::Path;
@@ -19,29 +20,33 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM).
-pub async fn stop_requested() {
+/// Registers for Ctrl-C (SIGINT) and SIGTERM *now*, and returns a future that resolves when one
+/// arrives. Registering before the agent announces its socket matters: a signal sent the moment
+/// "listening on" appears must stop the agent cleanly (removing its socket), not kill it by the
+/// default action.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let mut interrupt = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            let _ = interrupt.recv().await;
+        })
     }
 }
 
+/// Runs the agent on `socket` until Ctrl-C / SIGTERM.
 pub fn run(socket: &Path, event_buffer: usize) -> Result<(), CliError> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -52,12 +57,16 @@ pub fn run(socket: &Path, event_buffer: usize) -> Result<(), CliError> {
             message: format!("cannot start the async runtime: {error}"),
         })?;
     runtime.block_on(async {
+        let stop = stop_signal().map_err(|error| CliError::Other {
+            code: code::REFUSED,
+            message: format!("cannot install the signal handlers: {error}"),
+        })?;
         let graph = Graph::with_event_capacity(event_buffer);
         let agent = Agent::bind(socket, graph)
             .await
             .map_err(|error| CliError::Ipc(error.into()))?;
         eprintln!("unitsync agent listening on {}", socket.display());
-        agent.serve_until(stop_requested()).await;
+        agent.serve_until(stop).await;
         Ok(())
     })
 }

@@ -199,8 +199,11 @@ pub enum Command {
         #[command(flatten)]
         json: JsonArg,
     },
-    /// Run CMD as UNIT: want its --after deps, start (waiting), run, then complete on exit 0 or
-    /// fail with the exit status. Exits with CMD's exit code.
+    /// Run CMD as UNIT once its --after dependencies completed; its exit code completes or fails UNIT.
+    ///
+    /// Wants every --after DEP, starts UNIT (waiting like `start`, and saying what for), runs CMD,
+    /// then completes UNIT on exit 0 or fails it with the exit status, so its dependents fail too.
+    /// Exits with CMD's exit code (128+N if a signal N killed it; 127 if CMD cannot be run).
     #[command(after_help = "Example:\n  unitsync exec npm-install --after git -- npm ci")]
     Exec {
         /// The unit CMD runs as
@@ -219,6 +222,44 @@ pub enum Command {
         /// The command and its arguments
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
+    },
+    /// Run a workspace's scripts at once, in the order their units demand; show it live; explain it.
+    ///
+    /// Starts a private agent (or joins the live one at --socket / UNITSYNC_SOCKET), launches every
+    /// SCRIPT at once with UNITSYNC_SOCKET set and this unitsync on PATH, prefixes each output line
+    /// with the script's name, and shows on a terminal which units run and what the others wait for.
+    /// At the end it prints per unit how long it waited and ran and how it ended, and the critical
+    /// chain: the units that determined the total time. A script that exits without completing a
+    /// unit it started has that unit failed, so whatever waits for it fails fast instead of hanging.
+    /// Ctrl-C stops every script and still prints the summary.
+    ///
+    /// Exit 0 if every script exited 0 and every unit completed; otherwise non-zero, naming why
+    /// (4 if --timeout stopped it, 130 if interrupted).
+    #[command(
+        after_help = "Example:\n  unitsync run examples/workspace/*.sh\n  unitsync run --json ws/*.sh > timeline.json"
+    )]
+    Run {
+        /// The scripts to run (`.sh` and non-executable files run with `sh`)
+        #[arg(required = true, value_name = "SCRIPT")]
+        scripts: Vec<PathBuf>,
+        /// Stop every script after this long (exit 4), e.g. 90s, 10m
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Print the timeline as one JSON document on stdout (script output goes to stderr)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what has happened so far: per unit waited, ran, result; and the critical chain.
+    #[command(
+        after_help = "Example:\n  unitsync timeline\n  unitsync timeline --json | jq .critical_chain"
+    )]
+    Timeline {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Print a shell completion script.
     #[command(

@@ -254,18 +254,29 @@ pub async fn graph(socket: &Path, format: Format) -> Result<(), CliError> {
         Format::Mermaid => GraphFormat::Mermaid,
     };
     match client.request(&Request::Graph { format }).await? {
-        Response::Graph { text } => print!("{text}"),
+        Response::Graph { text } => render::emit(&text),
         other => return Err(unexpected(other)),
     }
     Ok(())
 }
 
 pub async fn watch(socket: &Path, from: Option<u64>, json: bool) -> Result<(), CliError> {
-    use std::io::Write;
     let mut client = Client::connect(socket).await?;
     client.send(&Request::Watch { from_seq: from }).await?;
     loop {
-        match client.recv().await? {
+        let received = match client.recv().await {
+            Err(unitsync_ipc::IpcError::ShuttingDown(path)) => {
+                return Err(CliError::Other {
+                    code: code::UNREACHABLE,
+                    message: format!(
+                        "the agent at {} shut down; no more events (start a new agent with `unitsync agent`)",
+                        path.display()
+                    ),
+                })
+            }
+            received => received?,
+        };
+        match received {
             Response::Event { event } if json => render::json(&event),
             Response::Event { event } => render::event(&event),
             Response::Lagged { missed } if json => {
@@ -274,11 +285,8 @@ pub async fn watch(socket: &Path, from: Option<u64>, json: bool) -> Result<(), C
             Response::Lagged { missed } => {
                 eprintln!("unitsync: fell behind the agent; {missed} events were skipped")
             }
+            // A closed stdout (`| head`) ends the watch quietly, inside `render::emit`.
             other => return Err(unexpected(other)),
-        }
-        // A closed stdout (e.g. `| head`) ends the watch quietly.
-        if std::io::stdout().flush().is_err() {
-            return Ok(());
         }
     }
 }
@@ -346,4 +354,19 @@ fn describe_exit(status: &std::process::ExitStatus) -> (String, i32) {
         }
     }
     ("exited abnormally".to_owned(), 1)
+}
+
+pub async fn timeline(socket: &Path, json: bool) -> Result<(), CliError> {
+    let mut client = Client::connect(socket).await?;
+    let units = fetch_units(&mut client).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let timeline = crate::timeline::Timeline::build(&units, None, now);
+    if json {
+        render::json(&timeline);
+    } else {
+        render::emit(&timeline.render());
+    }
+    Ok(())
 }

@@ -7,6 +7,8 @@ mod args;
 mod commands;
 mod failure;
 mod render;
+mod run;
+mod timeline;
 
 use args::{Cli, Command, SocketArg};
 use clap::{CommandFactory, Parser};
@@ -36,6 +38,17 @@ fn main() {
             );
             Ok(())
         }
+        Command::Run {
+            scripts,
+            timeout,
+            socket,
+            json,
+        } => run::run(run::RunOptions {
+            scripts,
+            socket: socket.socket,
+            timeout,
+            json,
+        }),
         command => client_command(command),
     };
     if let Err(error) = outcome {
@@ -110,7 +123,12 @@ fn client_command(command: Command) -> Result<(), CliError> {
                 socket,
                 command,
             } => commands::exec(&socket_path(&socket), unit, after, timeout, quiet, command).await,
-            Command::Agent { .. } | Command::Completions { .. } => unreachable!("handled in main"),
+            Command::Timeline { socket, json } => {
+                commands::timeline(&socket_path(&socket), json.json).await
+            }
+            Command::Agent { .. } | Command::Completions { .. } | Command::Run { .. } => {
+                unreachable!("handled in main")
+            }
         }
     })
 }

@@ -1,15 +1,42 @@
 //! Human-readable output: aligned tables and one-line summaries for the terminal, and the JSON
-//! printer for `--json`. Pure formatting: no I/O beyond writing to stdout/stderr.
+//! printer for `--json`. Pure formatting: no I/O beyond writing to stdout/stderr. Command output
+//! goes through [`emit`], never `println!`, so a reader that goes away (`unitsync watch | head`)
+//! ends the command quietly instead of panicking.
 
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use unitsync_core::{DependencyStatus, EventKind};
 use unitsync_ipc::protocol::{EventInfo, PingInfo, UnitInfo};
 
+/// `println!` for command output, through [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `text` to stdout and flushes it. If the reader has gone away (a closed pipe), the command
+/// has nobody left to tell anything: it ends at once with status 0, as `rg` does, rather than
+/// panicking as `println!` would. Any other write failure is reported and exits 1.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("unitsync: cannot write to stdout: {error}");
+        std::process::exit(crate::failure::code::REFUSED);
+    }
+}
+
 /// Prints `value` as one JSON document (one line) on stdout.
 pub fn json<T: Serialize>(value: &T) {
     match serde_json::to_string(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => outln!("{text}"),
         Err(error) => eprintln!("unitsync: cannot encode JSON: {error}"),
     }
 }
@@ -54,23 +81,24 @@ pub fn clock(unix_ms: u64) -> String {
 }
 
 pub fn ping(info: &PingInfo) {
-    println!(
-        "agent {} (protocol {}), pid {}, up {}, {} unit{}",
+    outln!(
+        "agent {} (protocol {}), pid {}, up {}, {} unit{}, {} waiting",
         info.agent_version,
         info.protocol,
         info.pid,
         duration(Duration::from_millis(info.uptime_ms)),
         info.units,
-        if info.units == 1 { "" } else { "s" }
+        if info.units == 1 { "" } else { "s" },
+        info.waiters,
     );
 }
 
 pub fn status(unit: &UnitInfo) {
     let ready = if unit.ready { "ready" } else { "not ready" };
-    println!("{}", unit.name);
-    println!("  state:       {} ({ready})", unit.state);
+    outln!("{}", unit.name);
+    outln!("  state:       {} ({ready})", unit.state);
     if unit.dependencies.is_empty() {
-        println!("  depends on:  -");
+        outln!("  depends on:  -");
     }
     let width = unit
         .dependencies
@@ -85,7 +113,7 @@ pub fn status(unit: &UnitInfo) {
         } else {
             "waiting"
         };
-        println!(
+        outln!(
             "  {label:<12} {:<width$}  {:<9}  (needs {}: {mark})",
             dependency.name.as_str(),
             dependency.current.as_str(),
@@ -93,7 +121,7 @@ pub fn status(unit: &UnitInfo) {
         );
     }
     let dependents: Vec<&str> = unit.dependents.iter().map(|d| d.as_str()).collect();
-    println!(
+    outln!(
         "  dependents:  {}",
         if dependents.is_empty() {
             "-".to_owned()
@@ -101,13 +129,13 @@ pub fn status(unit: &UnitInfo) {
             dependents.join(", ")
         }
     );
-    println!("  registered:  {}", timestamp(unit.registered_at_ms));
-    println!("  started:     {}", timestamp(unit.started_at_ms));
-    println!("  finished:    {}", timestamp(unit.finished_at_ms));
+    outln!("  registered:  {}", timestamp(unit.registered_at_ms));
+    outln!("  started:     {}", timestamp(unit.started_at_ms));
+    outln!("  finished:    {}", timestamp(unit.finished_at_ms));
     if let Some(failure) = &unit.failure {
-        println!("  failure:     {}", failure.reason);
+        outln!("  failure:     {}", failure.reason);
         if let (Some(cause), Some(reason)) = (&failure.cause, &failure.cause_reason) {
-            println!("  root cause:  {cause}: {reason}");
+            outln!("  root cause:  {cause}: {reason}");
         }
     }
 }
@@ -123,9 +151,13 @@ pub fn list(units: &[&UnitInfo]) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    outln!(
         "{:<width$}  {:<9}  {:<5}  {:<23}  {:>8}",
-        "UNIT", "STATE", "READY", "STARTED", "RAN"
+        "UNIT",
+        "STATE",
+        "READY",
+        "STARTED",
+        "RAN"
     );
     for unit in units {
         let ran = match (unit.started_at_ms, unit.finished_at_ms) {
@@ -133,7 +165,7 @@ pub fn list(units: &[&UnitInfo]) {
             (Some(_), None) => "running".to_owned(),
             _ => "-".to_owned(),
         };
-        println!(
+        outln!(
             "{:<width$}  {:<9}  {:<5}  {:<23}  {:>8}",
             unit.name.as_str(),
             unit.state.as_str(),
@@ -151,9 +183,9 @@ pub fn event(event: &EventInfo) {
         EventKind::DependencyAdded { unit, dependency } => {
             format!("wants       {unit} -> {dependency}")
         }
-        EventKind::Started { unit } => format!("started     {unit}"),
+        EventKind::Started { unit, .. } => format!("started     {unit}"),
         EventKind::Completed { unit } => format!("completed   {unit}"),
         EventKind::Failed { unit, reason, .. } => format!("failed      {unit}: {reason}"),
     };
-    println!("{time}  #{:<6} {line}", event.seq);
+    outln!("{time}  #{:<6} {line}", event.seq);
 }

@@ -5,6 +5,7 @@
 use crate::error::IpcError;
 use crate::frame::{read_message, write_message, FrameError};
 use crate::protocol::{Hello, HelloReply, Request, Response, Welcome, PROTOCOL_VERSION};
+use crate::server::HANDSHAKE_TIMEOUT;
 use crate::socket;
 use interprocess::local_socket::tokio::Stream;
 use std::path::{Path, PathBuf};
@@ -38,10 +39,27 @@ impl Client {
             protocol: PROTOCOL_VERSION,
             client: format!("unitsync {}", env!("CARGO_PKG_VERSION")),
         };
-        client.write(&hello).await?;
-        let reply: HelloReply = read_message(&mut &client.stream)
+        let handshake = async {
+            // An agent that refuses this peer outright (another user) answers and closes without
+            // reading the hello, so the write can fail while its reason is waiting to be read.
+            let sent = client.write(&hello).await;
+            match (
+                sent,
+                read_message::<_, HelloReply>(&mut &client.stream).await,
+            ) {
+                (_, Ok(reply)) => Ok(reply),
+                (Err(error), Err(_)) => Err(error),
+                (Ok(()), Err(source)) => Err(client.lost(source)),
+            }
+        };
+        // A process that accepts but never answers (a stopped agent, something else on the path)
+        // must not hang the command forever.
+        let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
-            .map_err(|source| client.lost(source))?;
+            .map_err(|_| IpcError::NoAnswer {
+                path: path.to_owned(),
+                waited: HANDSHAKE_TIMEOUT,
+            })??;
         match reply {
             HelloReply::Welcome(welcome) => {
                 client.welcome = welcome;

@@ -16,6 +16,14 @@ pub enum IpcError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Something accepted the connection but did not answer the handshake in time.
+    #[error("the agent at {path} did not answer within {}s; it may be stopped or hung (restart it with `unitsync agent`)", waited.as_secs())]
+    NoAnswer {
+        /// The path.
+        path: PathBuf,
+        /// How long the client waited.
+        waited: std::time::Duration,
+    },
     /// The agent speaks another protocol version, or refused this client.
     #[error("the agent at {path} refused the connection: {message}")]
     Refused {
@@ -39,7 +47,7 @@ pub enum IpcError {
     #[error("unexpected answer from the agent: {0}")]
     Unexpected(String),
     /// The agent is shutting down.
-    #[error("the agent at {0} is shutting down")]
+    #[error("the agent at {0} shut down before answering; start a new agent with `unitsync agent` and run the command again")]
     ShuttingDown(PathBuf),
     /// The endpoint could not be set up (agent side).
     #[error(transparent)]

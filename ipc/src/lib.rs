@@ -14,6 +14,7 @@
 pub mod client;
 pub mod error;
 pub mod frame;
+pub mod journal;
 pub mod protocol;
 pub mod server;
 pub mod socket;

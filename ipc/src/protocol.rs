@@ -182,6 +182,10 @@ pub struct PingInfo {
     pub units: usize,
     /// Its process id.
     pub pid: u32,
+    /// Blocked `start`/`wait` requests parked in the graph right now (falls back when they end or
+    /// their clients leave).
+    #[serde(default)]
+    pub waiters: usize,
 }
 
 /// One response frame.

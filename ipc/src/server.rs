@@ -6,8 +6,12 @@
 //! mid-wait the wait future is dropped, which frees its waiter and leaves the unit as it was. Nothing
 //! polls: a blocked `start` is answered the moment the graph wakes it.
 //!
-//! On shutdown the agent stops accepting, tells every blocked client `shutting_down`, waits briefly
-//! for connections to finish, and removes its socket file. This module must not interpret names or
+//! When a client's departure and its wait's completion are both ready, the departure wins: a `start`
+//! whose client's hang-up has already arrived never marks the unit started.
+//!
+//! On shutdown the agent stops accepting, tells every blocked client `shutting_down`, closes idle
+//! connections (between requests or still in the handshake), waits briefly for requests in flight to
+//! finish, and removes its socket file. This module must not interpret names or
 //! states beyond mapping graph answers to responses.
 
 use crate::frame::{read_message, write_message, FrameError};
@@ -140,8 +144,10 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
     }
     let mut reader = &stream;
     let mut writer = &stream;
-    let hello: Hello =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_message(&mut reader)).await {
+    let mut stopping = shared.stopping.clone();
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_message(&mut reader));
+    let hello: Hello = tokio::select! {
+        read = handshake => match read {
             Ok(Ok(hello)) => hello,
             Ok(Err(FrameError::Closed)) => return,
             Ok(Err(error)) => {
@@ -157,7 +163,9 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
                 tracing::debug!("client said nothing; closing");
                 return;
             }
-        };
+        },
+        () = stopped(&mut stopping) => return,
+    };
     if hello.protocol != PROTOCOL_VERSION {
         let reply = HelloReply::Refused {
             message: format!(
@@ -178,7 +186,13 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
         return;
     }
     loop {
-        let request: Request = match read_message(&mut reader).await {
+        // Between requests the connection is idle: end it as soon as the agent stops, so shutdown
+        // never waits for a client that keeps a connection open without using it.
+        let read = tokio::select! {
+            read = read_message(&mut reader) => read,
+            () = stopped(&mut stopping) => return,
+        };
+        let request: Request = match read {
             Ok(request) => request,
             Err(FrameError::Closed) => return,
             Err(FrameError::Malformed(error)) => {
@@ -226,6 +240,7 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
                 uptime_ms: shared.started.elapsed().as_millis() as u64,
                 units: graph.len(),
                 pid: std::process::id(),
+                waiters: graph.parked_waiters(),
             },
         },
         Request::Want { unit, dependencies } => match graph.want(&unit, &dependencies) {
@@ -332,9 +347,14 @@ async fn until_closed<F: Future>(
     let mut probe = [0u8; 1];
     let mut work = std::pin::pin!(work);
     tokio::select! {
+        // The client's side first: a client that already left must not have its wait completed
+        // (for `start`, that would start a unit nobody runs).
         biased;
+        _ = reader.read(&mut probe) => {
+            tracing::debug!("client left while waiting; its waiter is freed");
+            Ok(None)
+        }
         output = &mut work => Ok(Some(output)),
-        _ = reader.read(&mut probe) => Ok(None),
         () = stopped(&mut stopping) => {
             let mut writer = stream;
             write_message(&mut writer, &Response::ShuttingDown).await?;
@@ -363,12 +383,16 @@ async fn serve_start(
     let mut probe = [0u8; 1];
     let outcome = loop {
         tokio::select! {
+            // The client's side first: a client that already left must not have its unit started.
             biased;
+            _ = reader.read(&mut probe) => {
+                tracing::debug!(unit, "client left while waiting to start; its waiter is freed");
+                return Ok(Next::Close);
+            }
             outcome = &mut start => break outcome,
             Some(unmet) = updates.recv() => {
                 write_message(&mut writer, &Response::Blocked { unmet }).await?;
             }
-            _ = reader.read(&mut probe) => return Ok(Next::Close),
             () = stopped(&mut stopping) => {
                 write_message(&mut writer, &Response::ShuttingDown).await?;
                 return Ok(Next::Close);

@@ -34,7 +34,7 @@ pub enum SocketError {
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
     /// A live agent already answers at the path.
-    #[error("an agent is already running on {0}")]
+    #[error("an agent is already running on {0}; use it (`unitsync ping` shows it), stop it, or pass another --socket")]
     AgentAlreadyRunning(PathBuf),
     /// The endpoint could not be created.
     #[error("cannot listen on {path}: {source}")]

@@ -1,0 +1,558 @@
+//! The state journal (`unitsync_ipc::journal`) through its public API, on real files in a temporary
+//! directory:
+//! - the format: encode → decode round trip of every kind of event; `decode` never panics and its
+//!   valid prefix is self-consistent, whatever the bytes (proptest);
+//! - recovery: a journal cut at every byte offset of its last record replays to the state before that
+//!   record; a flipped byte anywhere in a middle record cuts the journal there; compaction leaves
+//!   exactly the valid frames (and no temporary file);
+//! - refusals: a file that is not a unitsync journal, or of another version, is refused and left
+//!   untouched; `fresh` discards whatever is there; a missing file is an empty journal;
+//! - the writer: records published out of order are written in number order, tombstones fill gaps,
+//!   `wait_written` resolves only once the bytes are in the file, and errors once the writer is gone;
+//! - end to end: a graph journaled, reopened and restored is the same graph, and numbering and
+//!   appending continue after the restored events.
+
+use proptest::prelude::*;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+use unitsync_core::{Event, EventKind, EventSink, Graph, UnitName, UnitSnapshot};
+use unitsync_ipc::journal::{
+    self, decode, encode_header, encode_record, DecodeProblemKind, JournalError, JournalRecord,
+};
+
+fn name(unit: &str) -> UnitName {
+    UnitName::new(unit).unwrap()
+}
+
+fn record(seq: u64, kind: EventKind) -> JournalRecord {
+    JournalRecord {
+        seq,
+        unix_ms: 1_700_000_000_000 + seq * 10,
+        kind,
+    }
+}
+
+fn every_kind() -> Vec<JournalRecord> {
+    vec![
+        record(1, EventKind::Registered { unit: name("a") }),
+        record(
+            2,
+            EventKind::DependencyAdded {
+                unit: name("a"),
+                dependency: name("b"),
+            },
+        ),
+        record(4, EventKind::Registered { unit: name("b") }),
+        record(
+            5,
+            EventKind::Started {
+                unit: name("b"),
+                by: Some("sh#1".into()),
+            },
+        ),
+        record(
+            6,
+            EventKind::Started {
+                unit: name("c"),
+                by: None,
+            },
+        ),
+        record(7, EventKind::Completed { unit: name("b") }),
+        record(
+            9,
+            EventKind::Failed {
+                unit: name("x"),
+                reason: "exit status 2: \"quoted\" \u{1F600}".into(),
+                cause: None,
+            },
+        ),
+        record(
+            10,
+            EventKind::Failed {
+                unit: name("y"),
+                reason: "dependency x failed".into(),
+                cause: Some(name("x")),
+            },
+        ),
+    ]
+}
+
+fn encode_all(records: &[JournalRecord]) -> Vec<u8> {
+    let mut bytes = encode_header();
+    for record in records {
+        encode_record(record, &mut bytes).unwrap();
+    }
+    bytes
+}
+
+/// Where each frame starts (the header's first), by the documented format.
+fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        starts.push(offset);
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        offset += 8 + length;
+    }
+    assert_eq!(offset, bytes.len());
+    starts
+}
+
+/// Polls `future` once, without a runtime's waker.
+fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    struct NoWake;
+    impl Wake for NoWake {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(NoWake));
+    future.poll(&mut Context::from_waker(&waker))
+}
+
+struct Scratch {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn scratch() -> Scratch {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.journal");
+    Scratch { _dir: dir, path }
+}
+
+fn temporary_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+fn untimed(mut units: Vec<UnitSnapshot>) -> Vec<UnitSnapshot> {
+    for unit in &mut units {
+        unit.registered_at = None;
+        unit.started_at = None;
+        unit.finished_at = None;
+    }
+    units
+}
+
+/// Opens `path`, restores it into a graph with a running writer, and returns both.
+fn reopen(path: &Path) -> (Graph, journal::JournalHandle, Option<journal::DroppedTail>) {
+    let opened = journal::open(path, false).unwrap_or_else(|error| panic!("{error}"));
+    let dropped = opened.dropped.clone();
+    let (graph, handle) = opened
+        .restore(Graph::builder(), false)
+        .unwrap_or_else(|error| panic!("{error}"));
+    (graph, handle, dropped)
+}
+
+async fn flush(graph: &Graph, handle: &journal::JournalHandle) {
+    handle
+        .wait_written(graph.next_event_seq() - 1)
+        .await
+        .unwrap();
+}
+
+// ---- the format ----
+
+#[test]
+fn records_of_every_kind_round_trip() {
+    let records = every_kind();
+    let bytes = encode_all(&records);
+    let decoded = decode(&bytes);
+    assert_eq!(decoded.records, records);
+    assert_eq!(decoded.valid_len, bytes.len());
+    assert_eq!(decoded.problem, None);
+}
+
+#[test]
+fn the_header_and_a_record_look_as_documented() {
+    let header = encode_header();
+    let payload = br#"{"journal":"unitsync","version":1}"#;
+    assert_eq!(&header[..4], &(payload.len() as u32).to_le_bytes());
+    assert_eq!(&header[4..8], &crc32fast::hash(payload).to_le_bytes());
+    assert_eq!(&header[8..], payload);
+
+    let mut frame = Vec::new();
+    encode_record(&every_kind()[3], &mut frame).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&frame[8..]).unwrap(),
+        r#"{"seq":5,"unix_ms":1700000000050,"event":"started","unit":"b","by":"sh#1"}"#
+    );
+}
+
+#[test]
+fn empty_input_is_an_empty_journal_and_a_bare_header_has_no_records() {
+    assert_eq!(decode(&[]).problem, None);
+    let header = encode_header();
+    let decoded = decode(&header);
+    assert_eq!(
+        (decoded.records.len(), decoded.valid_len, decoded.problem),
+        (0, header.len(), None)
+    );
+}
+
+#[test]
+fn decoding_stops_at_a_number_that_does_not_increase() {
+    let mut records = every_kind();
+    records[4].seq = records[3].seq;
+    let bytes = encode_all(&records);
+    let decoded = decode(&bytes);
+    assert_eq!(decoded.records, records[..4]);
+    let problem = decoded.problem.unwrap();
+    assert_eq!(problem.offset, frame_starts(&bytes)[5]);
+    assert_eq!(
+        problem.kind,
+        DecodeProblemKind::SeqNotIncreasing {
+            seq: records[3].seq,
+            previous: records[3].seq,
+        }
+    );
+}
+
+#[test]
+fn an_absurd_length_is_corruption_not_a_short_read() {
+    let mut bytes = encode_all(&every_kind()[..2]);
+    let last = *frame_starts(&bytes).last().unwrap();
+    bytes[last..last + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let problem = decode(&bytes).problem.unwrap();
+    assert_eq!(problem.offset, last);
+    assert!(matches!(problem.kind, DecodeProblemKind::TooLong { .. }));
+}
+
+fn check_decoded_invariants(bytes: &[u8]) {
+    let decoded = decode(bytes);
+    assert!(decoded.valid_len <= bytes.len());
+    assert!(decoded.records.windows(2).all(|w| w[0].seq < w[1].seq));
+    match &decoded.problem {
+        None => assert_eq!(decoded.valid_len, bytes.len()),
+        Some(problem) => assert_eq!(problem.offset, decoded.valid_len),
+    }
+    let again = decode(&bytes[..decoded.valid_len]);
+    assert_eq!(again.records, decoded.records);
+    assert_eq!(again.problem, None);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_decoded_invariants(&bytes);
+    }
+
+    #[test]
+    fn decode_never_panics_on_a_damaged_journal(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+        tail in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut bytes = encode_all(&every_kind());
+        for (at, value) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] = value;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1));
+        bytes.extend_from_slice(&tail);
+        check_decoded_invariants(&bytes);
+    }
+}
+
+// ---- opening: recovery, refusals, compaction ----
+
+#[tokio::test]
+async fn a_journal_cut_at_every_byte_of_its_last_record_replays_to_the_state_before_it() {
+    let scratch = scratch();
+    let (graph, handle, _) = reopen(&scratch.path);
+    graph.want("claude", &["git", "node"]).unwrap();
+    graph.try_start_claimed("git", Some("sh#1")).unwrap();
+    graph.complete("git").unwrap();
+    graph.fail("node", "npm exploded").unwrap();
+    graph.try_start("other").unwrap();
+    let before_last = graph.list();
+    graph.complete("other").unwrap(); // exactly one event: the last record
+    flush(&graph, &handle).await;
+
+    let bytes = std::fs::read(&scratch.path).unwrap();
+    let last_start = *frame_starts(&bytes).last().unwrap();
+    let all = decode(&bytes).records;
+    let reference = {
+        let mut fewer = encode_header();
+        for record in &all[..all.len() - 1] {
+            encode_record(record, &mut fewer).unwrap();
+        }
+        assert_eq!(fewer, bytes[..last_start]);
+        std::fs::write(&scratch.path, &fewer).unwrap();
+        reopen(&scratch.path).0.list()
+    };
+    assert_eq!(untimed(reference.clone()), untimed(before_last));
+
+    for cut in last_start..bytes.len() {
+        std::fs::write(&scratch.path, &bytes[..cut]).unwrap();
+        let (restored, _, dropped) = reopen(&scratch.path);
+        assert_eq!(restored.list(), reference, "cut at {cut}");
+        assert_eq!(
+            restored.next_event_seq(),
+            all.last().unwrap().seq,
+            "cut at {cut}"
+        );
+        assert_eq!(
+            dropped
+                .as_ref()
+                .map(|d| (d.offset, d.bytes, d.problem.is_torn())),
+            (cut > last_start).then_some((last_start, cut - last_start, true)),
+            "cut at {cut}"
+        );
+        assert_eq!(std::fs::read(&scratch.path).unwrap(), bytes[..last_start]);
+    }
+    std::fs::write(&scratch.path, &bytes).unwrap();
+    assert_eq!(
+        untimed(reopen(&scratch.path).0.list()),
+        untimed(graph.list())
+    );
+}
+
+#[test]
+fn a_flipped_byte_anywhere_in_a_middle_record_cuts_the_journal_there() {
+    let records = every_kind();
+    let bytes = encode_all(&records);
+    let starts = frame_starts(&bytes);
+    let (victim, end) = (starts[4], starts[5]); // record index 3 (frame 4: the header is frame 0)
+    let scratch = scratch();
+    for at in victim..end {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0xA5;
+        std::fs::write(&scratch.path, &damaged).unwrap();
+        let opened = journal::open(&scratch.path, false).unwrap();
+        let seqs: Vec<u64> = opened.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 4], "flip at {at}");
+        let dropped = opened.dropped.expect("a damaged tail");
+        assert_eq!(
+            (dropped.offset, dropped.bytes),
+            (victim, bytes.len() - victim)
+        );
+        assert!(
+            !dropped.problem.is_torn() || at < victim + 4,
+            "flip at {at}: {dropped:?}"
+        );
+        // Compaction: exactly the valid frames, atomically (no temporary left behind).
+        assert_eq!(std::fs::read(&scratch.path).unwrap(), bytes[..victim]);
+        assert!(!temporary_of(&scratch.path).exists());
+    }
+}
+
+#[test]
+fn events_are_timed_from_the_first_record() {
+    let scratch = scratch();
+    std::fs::write(&scratch.path, encode_all(&every_kind())).unwrap();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    assert_eq!(opened.origin_unix_ms, 1_700_000_000_010);
+    assert_eq!(opened.writer.next_seq(), 11);
+    let at: Vec<Duration> = opened.events.iter().map(|e| e.at).collect();
+    assert_eq!(at[0], Duration::ZERO);
+    assert_eq!(at[1], Duration::from_millis(10));
+    assert_eq!(at[7], Duration::from_millis(90));
+}
+
+#[test]
+fn a_file_that_is_not_a_journal_is_refused_and_left_untouched() {
+    let scratch = scratch();
+    let not_a_journal: Vec<Vec<u8>> = vec![b"#!/bin/sh\necho hello\n".to_vec(), vec![7, 0, 0], {
+        let mut other = Vec::new();
+        let payload = br#"{"journal":"something-else","version":1}"#;
+        other.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        other.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        other.extend_from_slice(payload);
+        other
+    }];
+    for content in not_a_journal {
+        std::fs::write(&scratch.path, &content).unwrap();
+        let error = journal::open(&scratch.path, false).unwrap_err();
+        assert!(matches!(error, JournalError::NotAJournal { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&scratch.path.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("--fresh"), "{message}");
+        assert_eq!(std::fs::read(&scratch.path).unwrap(), content);
+        assert!(!temporary_of(&scratch.path).exists());
+    }
+}
+
+#[test]
+fn a_journal_of_another_version_is_refused() {
+    let scratch = scratch();
+    let payload = br#"{"journal":"unitsync","version":2}"#;
+    let mut content = Vec::new();
+    content.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    content.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    content.extend_from_slice(payload);
+    std::fs::write(&scratch.path, &content).unwrap();
+    let error = journal::open(&scratch.path, false).unwrap_err();
+    assert!(
+        matches!(error, JournalError::UnsupportedVersion { version: 2, .. }),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&scratch.path).unwrap(), content);
+}
+
+#[test]
+fn fresh_discards_a_journal_or_anything_else() {
+    let scratch = scratch();
+    for content in [encode_all(&every_kind()), b"garbage".to_vec()] {
+        std::fs::write(&scratch.path, &content).unwrap();
+        let opened = journal::open(&scratch.path, true).unwrap();
+        assert!(opened.events.is_empty());
+        assert_eq!(opened.dropped, None);
+        assert_eq!(opened.writer.next_seq(), 1);
+        assert_eq!(std::fs::read(&scratch.path).unwrap(), encode_header());
+    }
+}
+
+#[test]
+fn a_missing_or_empty_file_is_an_empty_journal() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    assert!(opened.events.is_empty());
+    assert_eq!(std::fs::read(&scratch.path).unwrap(), encode_header());
+    std::fs::write(&scratch.path, b"").unwrap();
+    assert!(journal::open(&scratch.path, false)
+        .unwrap()
+        .events
+        .is_empty());
+    assert_eq!(std::fs::read(&scratch.path).unwrap(), encode_header());
+}
+
+#[cfg(unix)]
+#[test]
+fn the_journal_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = scratch();
+    journal::open(&scratch.path, false).unwrap();
+    let mode = std::fs::metadata(&scratch.path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_missing_directory_is_a_clear_error() {
+    let scratch = scratch();
+    let path = scratch.path.join("no-such-dir").join("state.journal");
+    let error = journal::open(&path, false).unwrap_err();
+    assert!(matches!(error, JournalError::Io { .. }), "{error}");
+    assert!(error.to_string().contains("no-such-dir"), "{error}");
+}
+
+// ---- the writer ----
+
+fn event(seq: u64, unit: &str) -> Event {
+    Event {
+        seq,
+        at: Duration::from_millis(seq),
+        kind: EventKind::Registered { unit: name(unit) },
+    }
+}
+
+fn seqs_in(path: &Path) -> Vec<u64> {
+    decode(&std::fs::read(path).unwrap())
+        .records
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_writer_writes_out_of_order_records_in_number_order_once_the_gap_fills() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(true);
+    sink.record(4, Some(&event(4, "d")));
+    sink.record(1, Some(&event(1, "a")));
+    sink.record(3, Some(&event(3, "c")));
+    handle.wait_written(1).await.unwrap();
+    // When the wait returns, the bytes are in the file; 3 and 4 wait for 2.
+    assert_eq!(seqs_in(&scratch.path), vec![1]);
+    assert_eq!(handle.written(), 1);
+    {
+        let mut waiting = pin!(handle.wait_written(3));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        sink.record(2, None); // a tombstone fills the gap
+        waiting.await.unwrap();
+    }
+    assert_eq!(seqs_in(&scratch.path), vec![1, 3, 4]);
+    assert_eq!(handle.written(), 4);
+    handle.wait_written(0).await.unwrap();
+}
+
+#[tokio::test]
+async fn waiting_for_a_number_the_writer_will_never_get_is_an_error() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    handle.wait_written(1).await.unwrap();
+    drop(sink); // the graph went away: the writer ends
+    let error = handle.wait_written(2).await.unwrap_err();
+    assert!(matches!(error, JournalError::Stopped { .. }), "{error}");
+    handle.wait_written(1).await.unwrap();
+}
+
+// ---- end to end ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_graph_comes_back_after_a_restart_and_keeps_numbering() {
+    let scratch = scratch();
+    let (graph, handle, _) = reopen(&scratch.path);
+    graph.want("claude", &["git"]).unwrap();
+    graph.want("web", &["npm"]).unwrap();
+    graph.try_start_claimed("git", Some("sh#1")).unwrap();
+    graph.try_start_claimed("npm", Some("sh#2")).unwrap();
+    graph.complete("git").unwrap();
+    graph.fail("npm", "exit status 1").unwrap();
+    graph.try_start_claimed("claude", Some("sh#3")).unwrap();
+    flush(&graph, &handle).await;
+    let live = graph.list();
+    let next = graph.next_event_seq();
+    let first_at = graph.snapshot("claude").unwrap().registered_at.unwrap();
+    drop(graph);
+
+    let (restored, handle, dropped) = reopen(&scratch.path);
+    assert_eq!(dropped, None);
+    assert_eq!(untimed(restored.list()), untimed(live.clone()));
+    // Timestamps survive to the millisecond, measured from the first event.
+    for (after, before) in restored.list().iter().zip(&live) {
+        let shifted = |at: Option<Duration>| at.map(|at| at - first_at);
+        for (restored_at, live_at) in [
+            (after.registered_at, shifted(before.registered_at)),
+            (after.started_at, shifted(before.started_at)),
+            (after.finished_at, shifted(before.finished_at)),
+        ] {
+            let (Some(restored_at), Some(live_at)) = (restored_at, live_at) else {
+                assert_eq!(restored_at.is_some(), live_at.is_some());
+                continue;
+            };
+            assert!(restored_at.abs_diff(live_at) <= Duration::from_millis(1));
+        }
+    }
+    assert_eq!(restored.next_event_seq(), next);
+    assert_eq!(
+        restored.try_start_claimed("claude", Some("sh#3")),
+        Ok(unitsync_core::StartAttempt::Started),
+        "a retried start is recognised across the restart"
+    );
+    restored.complete("claude").unwrap();
+    flush(&restored, &handle).await;
+    let seqs = seqs_in(&scratch.path);
+    assert_eq!(*seqs.last().unwrap(), next);
+    drop(restored);
+    let (again, _, _) = reopen(&scratch.path);
+    assert_eq!(
+        again.state("claude"),
+        Some(unitsync_core::UnitState::Completed)
+    );
+}
