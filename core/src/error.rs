@@ -134,7 +134,7 @@ impl fmt::Display for WrongStateMessage<'_> {
             ),
             (Operation::Fail, _) => write!(
                 f,
-                "`{unit}` is already {state}; a finished unit cannot fail"
+                "`{unit}` is already {state}; a finished unit cannot fail; its outcome is final (use a new unit name to redo the work)"
             ),
         }
     }

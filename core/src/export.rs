@@ -51,6 +51,13 @@ fn dot_quote(text: &str) -> String {
     quoted
 }
 
+/// A two-line label, `name` over `state`, with DOT's own `\n` escape between them so that every
+/// statement stays on one line of the output.
+fn dot_label(name: &str, state: UnitState) -> String {
+    let quoted = dot_quote(name);
+    format!("{}\\n{state}\"", &quoted[..quoted.len() - 1])
+}
+
 /// Graphviz DOT for `units`.
 pub fn to_dot(units: &[UnitSnapshot]) -> String {
     let mut out = String::from("digraph unitsync {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"sans-serif\"];\n");
@@ -64,7 +71,7 @@ pub fn to_dot(units: &[UnitSnapshot]) -> String {
             out,
             "  {} [label={}, fillcolor=\"{}\"{style}];",
             dot_quote(unit.name.as_str()),
-            dot_quote(&format!("{}\n{}", unit.name, unit.state)),
+            dot_label(unit.name.as_str(), unit.state),
             fill(unit.state),
         );
     }

@@ -553,7 +553,7 @@ fn failing_a_finished_unit_is_refused() {
     );
     assert_eq!(
         error.to_string(),
-        "`c` is already completed; a finished unit cannot fail"
+        "`c` is already completed; a finished unit cannot fail; its outcome is final (use a new unit name to redo the work)"
     );
     graph.fail("f", "first").unwrap();
     assert_eq!(
@@ -849,8 +849,14 @@ fn dot_export_draws_every_unit_with_its_state_and_edges() {
     assert_eq!(dot, to_dot(&graph.list()));
     assert!(dot.starts_with("digraph unitsync {\n"), "{dot}");
     assert!(dot.ends_with("}\n"), "{dot}");
-    // Statements end with ";\n" (a label holds a raw newline between the name and the state).
-    let statements: Vec<&str> = dot.split(";\n").collect();
+    // One statement per line: the label separates the name from the state with DOT's `\n` escape.
+    let statements: Vec<&str> = dot.lines().collect();
+    assert!(
+        statements[3..statements.len() - 1]
+            .iter()
+            .all(|s| s.ends_with(';')),
+        "{dot}"
+    );
     let node = |id: &str| {
         statements
             .iter()
@@ -866,7 +872,7 @@ fn dot_export_draws_every_unit_with_its_state_and_edges() {
     ] {
         let line = node(&format!("\"{unit}\""));
         assert!(
-            line.contains(&format!("label=\"{unit}\n{state}\"")),
+            line.contains(&format!("label=\"{unit}\\n{state}\"")),
             "{line}"
         );
         assert!(!line.contains("dashed"), "{line}");
@@ -875,7 +881,7 @@ fn dot_export_draws_every_unit_with_its_state_and_edges() {
     let odd = "\"say \\\"hi\\\" \\\\ <now> #1\"";
     let odd_node = node(odd);
     assert!(odd_node.contains("style=\"rounded,dashed\""), "{odd_node}");
-    assert!(odd_node.contains("\nunknown\", fillcolor="), "{odd_node}");
+    assert!(odd_node.contains("\\nunknown\", fillcolor="), "{odd_node}");
     assert!(dot.contains("  \"db\" -> \"app\";\n"), "{dot}");
     assert!(dot.contains(&format!("  {odd} -> \"app\";\n")), "{dot}");
     assert_eq!(dot.matches(" -> ").count(), 2, "{dot}");
