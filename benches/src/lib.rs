@@ -1,1 +1,19 @@
-//! `unitsync-benches`: the workloads of `WORKLOADS.md` and the baselines they are measured against.
+//! `unitsync-benches`: the workloads of `WORKLOADS.md` (W1–W6) and the baselines they are measured
+//! against, shared by the criterion benches (`benches/*.rs`) and the one-process `report` binary.
+//!
+//! One module per concept: [`workloads`] defines W1–W4 once, generically over a [`workloads::Subject`]
+//! (our graph or a baseline); [`baseline_graph`] is the `HashMap`-behind-one-`RwLock` baseline;
+//! [`raw_socket`] is the raw `UnixStream` ping-pong baseline; [`over_socket`] drives W5/W6 against a
+//! real agent; [`process`] spawns and inspects processes (agent, CLI, `/bin/true`); [`alloc_counter`]
+//! counts heap bytes for W4; [`stats`] turns samples into medians and percentiles; [`machine`] says
+//! what the shared machine offers while the figures are taken. This crate measures;
+//! it must never change how `unitsync-core`, `unitsync-ipc` or the CLI behave.
+
+pub mod alloc_counter;
+pub mod baseline_graph;
+pub mod machine;
+pub mod over_socket;
+pub mod process;
+pub mod raw_socket;
+pub mod stats;
+pub mod workloads;

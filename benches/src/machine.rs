@@ -1,0 +1,80 @@
+//! What the machine offers while the report runs: a one-line description (logical CPUs, CPU model,
+//! memory, load) and how much parallel speed-up two threads actually get right now.
+//!
+//! The machine is shared, so "2 cores" on paper may be one core in practice while someone else
+//! builds; the measured speed-up of an embarrassingly parallel loop tells the reader how to weigh the
+//! W3 scaling figures. This module only observes the machine; it must not measure unitsync.
+
+use std::time::{Duration, Instant};
+
+/// `nproc`, the CPU model, total memory and the 1-minute load average, in one line.
+pub fn describe() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!(
+        "{cpus} logical CPUs ({model}), {mem_gib:.1} GiB RAM, load average {}",
+        load_average()
+    )
+}
+
+/// The 1-minute load average, as the kernel prints it.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// A fixed amount of pure CPU work (no memory traffic, no sharing).
+fn spin(rounds: u64) -> u64 {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+fn timed_threads(threads: usize, rounds: u64) -> Duration {
+    let begin = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| std::thread::spawn(move || std::hint::black_box(spin(rounds))))
+        .collect();
+    for handle in handles {
+        handle.join().expect("spin thread");
+    }
+    begin.elapsed()
+}
+
+/// How much faster two threads finish twice the work of one, right now (2.0 = two free cores,
+/// 1.0 = effectively one core). The median of `runs` paired measurements of about 20 ms each.
+pub fn two_thread_speedup(runs: usize) -> f64 {
+    let rounds = 20_000_000;
+    let mut speedups: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let one = timed_threads(1, rounds).as_secs_f64();
+            let two = timed_threads(2, rounds).as_secs_f64();
+            2.0 * one / two
+        })
+        .collect();
+    speedups.sort_by(f64::total_cmp);
+    speedups[speedups.len() / 2]
+}

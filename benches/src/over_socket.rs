@@ -1,0 +1,254 @@
+//! W5 and W6 against a real agent over a real local socket, through `unitsync_ipc::Client` (the same
+//! client the CLI uses): `ping` round trips, the wake-up of one blocked `start`, and the wake-up of
+//! K blocked `start`s at once; plus idle handshaken connections for the agent's per-connection memory.
+//!
+//! Clients run on a current-thread tokio runtime, so the client side of every figure uses one core
+//! and the agent keeps its own threads. Unit names carry a caller-chosen prefix so that runs against
+//! the same agent never collide. This module drives the protocol; it must not start agents (that is
+//! `process`) and must not reach into the agent's graph.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tokio::sync::{Notify, Semaphore};
+use unitsync_ipc::protocol::{Request, Response};
+use unitsync_ipc::Client;
+
+/// Errors of this module: anything unexpected ends the measurement.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A current-thread runtime with I/O and timers, for the client side.
+pub fn client_runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn unexpected(what: &str, response: Response) -> Error {
+    format!("expected {what}, got {response:?}").into()
+}
+
+async fn expect(client: &mut Client, request: Request, what: &str) -> Result<Response, Error> {
+    let response = client.request(&request).await?;
+    let ok = matches!(
+        (&request, &response),
+        (Request::Ping, Response::Pong { .. })
+            | (Request::Want { .. }, Response::Wanted { .. })
+            | (Request::Start { .. }, Response::Started)
+            | (Request::Complete { .. }, Response::Completed)
+    );
+    if ok {
+        Ok(response)
+    } else {
+        Err(unexpected(what, response))
+    }
+}
+
+fn want(unit: &str, dependency: &str) -> Request {
+    Request::Want {
+        unit: unit.to_owned(),
+        dependencies: vec![dependency.to_owned()],
+    }
+}
+
+fn start(unit: &str) -> Request {
+    Request::Start {
+        unit: unit.to_owned(),
+        timeout_ms: None,
+        owner: None,
+    }
+}
+
+fn complete(unit: &str) -> Request {
+    Request::Complete {
+        unit: unit.to_owned(),
+    }
+}
+
+/// A connected client with its runtime, for W5 ping round trips in interleaved blocks.
+pub struct PingClient {
+    runtime: Runtime,
+    client: Client,
+}
+
+impl PingClient {
+    /// Connects (and handshakes) to the agent at `path`.
+    pub fn connect(path: &Path) -> Result<Self, Error> {
+        let runtime = client_runtime();
+        let client = runtime.block_on(Client::connect(path))?;
+        Ok(Self { runtime, client })
+    }
+
+    /// `count` timed `ping` round trips.
+    pub fn round_trips(&mut self, count: usize) -> Result<Vec<Duration>, Error> {
+        let client = &mut self.client;
+        self.runtime.block_on(async {
+            let mut times = Vec::with_capacity(count);
+            for _ in 0..count {
+                let begin = Instant::now();
+                expect(client, Request::Ping, "pong").await?;
+                times.push(begin.elapsed());
+            }
+            Ok(times)
+        })
+    }
+}
+
+/// W6, K = 1: per round, a client blocks in `start {prefix}r{i}_s` (which wants `{prefix}r{i}_root`,
+/// started by a second client); times from sending `complete root` until the blocked client has its
+/// `started` answer. `warmup` extra rounds come first and are not returned.
+pub fn wake_one(
+    path: &Path,
+    prefix: &str,
+    warmup: usize,
+    rounds: usize,
+) -> Result<Vec<Duration>, Error> {
+    client_runtime().block_on(async {
+        let mut control = Client::connect(path).await?;
+        let mut waiter = Client::connect(path).await?;
+        let mut times = Vec::with_capacity(rounds);
+        for round in 0..warmup + rounds {
+            let root = format!("{prefix}r{round}_root");
+            let unit = format!("{prefix}r{round}_s");
+            expect(&mut control, want(&unit, &root), "wanted").await?;
+            expect(&mut control, start(&root), "started (root)").await?;
+            waiter.send(&start(&unit)).await?;
+            match waiter.recv().await? {
+                Response::Blocked { .. } => {}
+                other => return Err(unexpected("blocked", other)),
+            }
+            let begin = Instant::now();
+            control.send(&complete(&root)).await?;
+            match waiter.recv().await? {
+                Response::Started => {}
+                other => return Err(unexpected("started", other)),
+            }
+            let elapsed = begin.elapsed();
+            match control.recv().await? {
+                Response::Completed => {}
+                other => return Err(unexpected("completed", other)),
+            }
+            if round >= warmup {
+                times.push(elapsed);
+            }
+        }
+        Ok(times)
+    })
+}
+
+/// Opens `count` handshaken connections to `path`, at most `parallel` connecting at once (so the
+/// listen backlog never overflows).
+pub async fn connect_many(
+    path: &Path,
+    count: usize,
+    parallel: usize,
+) -> Result<Vec<Client>, Error> {
+    let permits = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut pending = Vec::with_capacity(count);
+    for _ in 0..count {
+        let permit = Arc::clone(&permits).acquire_owned().await?;
+        let path = path.to_owned();
+        pending.push(tokio::spawn(async move {
+            let client = Client::connect(&path).await;
+            drop(permit);
+            client
+        }));
+    }
+    let mut clients = Vec::with_capacity(count);
+    for task in pending {
+        clients.push(task.await??);
+    }
+    Ok(clients)
+}
+
+/// W6, K = `k`: `k` connections, opened once; per round each blocks in `start` on its own unit that
+/// wants the round's `root` (already started), and once every one has received its first `blocked`
+/// frame, `complete root` is sent. Returns, per round, the time from sending it until the last
+/// client has its `started` answer.
+pub fn wake_many(
+    path: &Path,
+    prefix: &str,
+    k: usize,
+    rounds: usize,
+) -> Result<Vec<Duration>, Error> {
+    client_runtime().block_on(async {
+        let mut control = Client::connect(path).await?;
+        let mut clients = connect_many(path, k, 64).await?;
+        let mut times = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let root = format!("{prefix}r{round}_root");
+            expect(&mut control, start(&root), "started (root)").await?;
+            let blocked = Arc::new(AtomicUsize::new(0));
+            let all_blocked = Arc::new(Notify::new());
+            let mut waiters = Vec::with_capacity(k);
+            for (i, mut client) in clients.drain(..).enumerate() {
+                let unit = format!("{prefix}r{round}_k{i}");
+                let root = root.clone();
+                let blocked = Arc::clone(&blocked);
+                let all_blocked = Arc::clone(&all_blocked);
+                waiters.push(tokio::spawn(async move {
+                    expect(&mut client, want(&unit, &root), "wanted").await?;
+                    client.send(&start(&unit)).await?;
+                    match client.recv().await? {
+                        Response::Blocked { .. } => {}
+                        other => return Err(unexpected("blocked", other)),
+                    }
+                    if blocked.fetch_add(1, Ordering::SeqCst) + 1 == k {
+                        all_blocked.notify_one();
+                    }
+                    match client.recv().await? {
+                        Response::Started => Ok::<_, Error>((client, Instant::now())),
+                        other => Err(unexpected("started", other)),
+                    }
+                }));
+            }
+            all_blocked.notified().await;
+            let begin = Instant::now();
+            expect(&mut control, complete(&root), "completed").await?;
+            let mut last = begin;
+            for waiter in waiters {
+                let (client, woke) = waiter.await??;
+                last = last.max(woke);
+                clients.push(client);
+            }
+            times.push(last - begin);
+        }
+        Ok(times)
+    })
+}
+
+/// `count` idle handshaken connections, held open until dropped.
+pub struct IdleConnections {
+    clients: Vec<Client>,
+    runtime: Runtime,
+}
+
+impl IdleConnections {
+    /// Opens them.
+    pub fn open(path: &Path, count: usize) -> Result<Self, Error> {
+        let runtime = client_runtime();
+        let clients = runtime.block_on(connect_many(path, count, 64))?;
+        Ok(Self { clients, runtime })
+    }
+
+    /// How many are open.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+}
+
+impl Drop for IdleConnections {
+    fn drop(&mut self) {
+        // Close the streams inside the runtime they were registered with.
+        let _guard = self.runtime.enter();
+        self.clients.clear();
+    }
+}
