@@ -16,4 +16,5 @@ pub mod over_socket;
 pub mod process;
 pub mod raw_socket;
 pub mod stats;
+pub mod stress;
 pub mod workloads;
