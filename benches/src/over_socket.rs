@@ -58,7 +58,7 @@ fn start(unit: &str) -> Request {
     Request::Start {
         unit: unit.to_owned(),
         timeout_ms: None,
-        owner: None,
+        claim: None,
     }
 }
 

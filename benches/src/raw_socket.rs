@@ -13,7 +13,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use unitsync_ipc::frame::encode;
-use unitsync_ipc::protocol::{PingInfo, Request, Response, PROTOCOL_VERSION};
+use unitsync_ipc::protocol::{
+    PingInfo, Request, Response, MAX_FRAME_BYTES, MAX_RESPONSE_BYTES, PROTOCOL_VERSION,
+};
 use unitsync_ipc::server::AGENT_VERSION;
 
 /// The two frames of one `ping` round trip, header included.
@@ -38,8 +40,8 @@ pub fn ping_frames() -> PingFrames {
         },
     };
     PingFrames {
-        request: encode(&Request::Ping).expect("encode ping"),
-        response: encode(&pong).expect("encode pong"),
+        request: encode(&Request::Ping, MAX_FRAME_BYTES).expect("encode ping"),
+        response: encode(&pong, MAX_RESPONSE_BYTES).expect("encode pong"),
     }
 }
 

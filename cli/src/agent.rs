@@ -1,11 +1,11 @@
-//! `unitsync agent`: logging set-up, the multi-threaded runtime, signal handling, and the agent's
-//! life from bind to clean shutdown. The serving itself is `unitsync_ipc::Agent`'s: this module must
-//! not touch the graph or the protocol.
+//! `unitsync agent`: logging set-up, the descriptor limit, the multi-threaded runtime, signal
+//! handling, and the agent's life from bind to clean shutdown. Binding, restoring the state file and
+//! serving are `unitsync_ipc::Agent`'s: this module must not touch the graph, the journal or the
+//! protocol.
 
 use crate::failure::{code, CliError};
 use std::path::Path;
-use unitsync_core::Graph;
-use unitsync_ipc::Agent;
+use unitsync_ipc::{Agent, AgentOptions};
 
 /// Sends `tracing` output to stderr, filtered by `UNITSYNC_LOG`, else `RUST_LOG`, else `info`.
 pub fn init_logging() {
@@ -46,9 +46,47 @@ pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     }
 }
 
+/// Raises this process's soft limit on open descriptors to its hard limit (Unix): every client is
+/// a connection, and a workspace with thousands of blocked `start`s needs thousands of them. Logs,
+/// and goes on, if it cannot.
+fn raise_descriptor_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `rlimit` through a pointer to a live, properly aligned local.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        if limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one `rlimit` through a pointer to a live, initialised local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+            tracing::debug!(
+                from = before,
+                to = limit.rlim_cur,
+                "raised the descriptor limit"
+            );
+        } else {
+            tracing::warn!(
+                limit = before,
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the descriptor limit"
+            );
+        }
+    }
+}
+
 /// Runs the agent on `socket` until Ctrl-C / SIGTERM.
-pub fn run(socket: &Path, event_buffer: usize) -> Result<(), CliError> {
+pub fn run(socket: &Path, options: AgentOptions) -> Result<(), CliError> {
     init_logging();
+    raise_descriptor_limit();
+    unitsync_ipc::memory::configure_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,10 +99,7 @@ pub fn run(socket: &Path, event_buffer: usize) -> Result<(), CliError> {
             code: code::REFUSED,
             message: format!("cannot install the signal handlers: {error}"),
         })?;
-        let graph = Graph::with_event_capacity(event_buffer);
-        let agent = Agent::bind(socket, graph)
-            .await
-            .map_err(|error| CliError::Ipc(error.into()))?;
+        let agent = Agent::start(socket, options).await?;
         eprintln!("unitsync agent listening on {}", socket.display());
         agent.serve_until(stop).await;
         Ok(())

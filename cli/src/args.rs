@@ -1,6 +1,7 @@
 //! The command line, as `clap` derive types: every subcommand, its arguments and its help text.
 //! Parsing only: nothing here talks to the agent or prints.
 
+use clap::builder::FalseyValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,15 +54,29 @@ pub enum Command {
     /// Run the agent in the foreground on the socket.
     ///
     /// Refuses to start if a live agent answers on the socket; replaces a stale socket file.
+    /// Journals every change to its state file and replays it when it starts again, so units
+    /// survive a restart or a crash (a change is acknowledged only once it is in the file).
     /// Stops cleanly on Ctrl-C / SIGTERM and removes its socket. Logs go to stderr, filtered by
     /// UNITSYNC_LOG (or RUST_LOG), e.g. UNITSYNC_LOG=debug.
-    #[command(after_help = "Example:\n  unitsync agent &\n  unitsync --socket /tmp/ws.sock agent")]
+    #[command(
+        after_help = "Example:\n  unitsync agent &\n  unitsync agent --socket /tmp/ws.sock --state ~/ws.journal --sync"
+    )]
     Agent {
         #[command(flatten)]
         socket: SocketArg,
         /// How many events a slow `watch` may fall behind before it is told it missed some
         #[arg(long, default_value_t = unitsync_core::DEFAULT_EVENT_CAPACITY, value_name = "EVENTS")]
         event_buffer: usize,
+        /// The state file (journal) [default: the socket path with `.journal` appended]
+        #[arg(long, env = "UNITSYNC_STATE", value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// Discard the state file's contents and start with no units
+        #[arg(long)]
+        fresh: bool,
+        /// Flush every change to disk (fdatasync) before acknowledging it, so it survives a power
+        /// loss too; concurrent changes share one flush
+        #[arg(long)]
+        sync: bool,
     },
     /// Check the agent is alive: version, protocol, uptime, unit count.
     #[command(after_help = "Example:\n  unitsync ping")]
@@ -100,8 +115,8 @@ pub enum Command {
         /// Give up after this long (exit 4), e.g. 300ms, 5s, 10m
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         timeout: Option<Duration>,
-        /// Do not print what it waits for
-        #[arg(long, short)]
+        /// Do not print what it waits for (also: env UNITSYNC_QUIET=1)
+        #[arg(long, short, env = "UNITSYNC_QUIET", hide_env = true, value_parser = FalseyValueParser::new())]
         quiet: bool,
         #[command(flatten)]
         socket: SocketArg,
@@ -214,8 +229,8 @@ pub enum Command {
         /// Give up waiting after this long (exit 4); CMD's own run time is not limited
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         timeout: Option<Duration>,
-        /// Do not print what it waits for
-        #[arg(long, short)]
+        /// Do not print what it waits for (also: env UNITSYNC_QUIET=1)
+        #[arg(long, short, env = "UNITSYNC_QUIET", hide_env = true, value_parser = FalseyValueParser::new())]
         quiet: bool,
         #[command(flatten)]
         socket: SocketArg,

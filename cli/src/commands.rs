@@ -6,14 +6,66 @@ use crate::failure::{code, CliError};
 use crate::render;
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 use unitsync_core::{GraphFormat, WaitTarget};
+use unitsync_ipc::client::{Delivery, Resumable};
 use unitsync_ipc::protocol::{Request, Response, UnitInfo};
 use unitsync_ipc::Client;
 
 /// Set by `unitsync run` for each script: units started under it are failed if the script exits
 /// without finishing them.
 pub const OWNER_ENV: &str = "UNITSYNC_OWNER";
+
+/// This process's start claim, `<owner>#<invocation>`: the owner from [`OWNER_ENV`] (may be empty)
+/// and an invocation unique to this process (its pid and start time), the same for every retry, so
+/// that a `start` resent after an agent restart is recognised if the old agent had applied it.
+fn claim() -> String {
+    static INVOCATION: OnceLock<String> = OnceLock::new();
+    let invocation = INVOCATION.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos}", std::process::id())
+    });
+    let owner = std::env::var(OWNER_ENV).unwrap_or_default();
+    format!("{owner}#{invocation}")
+}
+
+/// The instant `timeout` runs out, counted from now (`None`: never, also for a timeout too long to
+/// represent).
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Follows a blocking request (`start`, `wait`, `watch`) to its end through agent restarts: the
+/// one retry loop of the CLI (the reconnecting itself is [`Resumable`]'s). Hands each answer to
+/// `on_response` until it returns `Some`; says once per outage, on stderr, that the agent was lost,
+/// unless `quiet`.
+async fn follow<T>(
+    session: &mut Resumable,
+    socket: &Path,
+    quiet: bool,
+    mut on_response: impl FnMut(&mut Resumable, Response) -> Result<Option<T>, CliError>,
+) -> Result<T, CliError> {
+    loop {
+        match session.recv().await? {
+            Delivery::Lost(_) => {
+                if !quiet {
+                    eprintln!(
+                        "unitsync: lost the agent at {}; reconnecting…",
+                        socket.display()
+                    );
+                }
+            }
+            Delivery::Response(response) => {
+                if let Some(done) = on_response(session, response)? {
+                    return Ok(done);
+                }
+            }
+        }
+    }
+}
 
 pub(crate) fn unexpected(response: Response) -> CliError {
     CliError::Ipc(unitsync_ipc::IpcError::Unexpected(format!("{response:?}")))
@@ -58,40 +110,37 @@ pub async fn want(
     }
 }
 
-/// Sends `start` and follows its interim frames until the final answer.
+/// Sends `start` on `client` and follows it to its final answer, through agent restarts.
 async fn start_on(
-    client: &mut Client,
+    client: Client,
     unit: &str,
     timeout: Option<Duration>,
     quiet: bool,
 ) -> Result<(), CliError> {
+    let socket = client.path().to_owned();
     let request = Request::Start {
         unit: unit.to_owned(),
         timeout_ms: millis(timeout),
-        owner: std::env::var(OWNER_ENV)
-            .ok()
-            .filter(|owner| !owner.is_empty()),
+        claim: Some(claim()),
     };
-    client.send(&request).await?;
-    loop {
-        match client.recv().await? {
-            Response::Blocked { unmet } => {
-                if !quiet {
-                    eprintln!("unitsync: {unit} waits for {}", render::unmet_list(&unmet));
-                }
+    let mut session = Resumable::new(client, request, deadline(timeout));
+    follow(&mut session, &socket, quiet, |_, response| match response {
+        Response::Blocked { unmet } => {
+            if !quiet {
+                eprintln!("unitsync: {unit} waits for {}", render::unmet_list(&unmet));
             }
-            Response::Started => return Ok(()),
-            Response::TimedOut { unmet, .. } => {
-                return Err(CliError::TimedOut(format!(
-                    "timed out after {} waiting to start `{unit}`; still unmet: {}",
-                    render::duration(timeout.unwrap_or_default()),
-                    render::unmet_list(&unmet)
-                )))
-            }
-            Response::Refused { error } => return Err(CliError::Refused(error)),
-            other => return Err(unexpected(other)),
+            Ok(None)
         }
-    }
+        Response::Started => Ok(Some(())),
+        Response::TimedOut { unmet, .. } => Err(CliError::TimedOut(format!(
+            "timed out after {} waiting to start `{unit}`; still unmet: {}",
+            render::duration(timeout.unwrap_or_default()),
+            render::unmet_list(&unmet)
+        ))),
+        Response::Refused { error } => Err(CliError::Refused(error)),
+        other => Err(unexpected(other)),
+    })
+    .await
 }
 
 pub async fn start(
@@ -100,8 +149,8 @@ pub async fn start(
     timeout: Option<Duration>,
     quiet: bool,
 ) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
-    start_on(&mut client, &unit, timeout, quiet).await
+    let client = Client::connect(socket).await?;
+    start_on(client, &unit, timeout, quiet).await
 }
 
 async fn complete_on(client: &mut Client, unit: &str) -> Result<(), CliError> {
@@ -187,7 +236,7 @@ pub async fn wait(
     until: Until,
     timeout: Option<Duration>,
 ) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
+    let client = Client::connect(socket).await?;
     let target = match until {
         Until::Started => WaitTarget::Started,
         Until::Completed => WaitTarget::Completed,
@@ -197,9 +246,13 @@ pub async fn wait(
         until: target,
         timeout_ms: millis(timeout),
     };
-    match client.request(&request).await? {
-        Response::Reached { .. } => Ok(()),
-        Response::UnitFailed { failure } => Err(CliError::UnitFailed { unit, failure }),
+    let mut session = Resumable::new(client, request, deadline(timeout));
+    follow(&mut session, socket, false, |_, response| match response {
+        Response::Reached { .. } => Ok(Some(())),
+        Response::UnitFailed { failure } => Err(CliError::UnitFailed {
+            unit: unit.clone(),
+            failure,
+        }),
         Response::TimedOut { state, .. } => Err(CliError::TimedOut(format!(
             "timed out after {} waiting for `{unit}` to be {}; it is {state}",
             render::duration(timeout.unwrap_or_default()),
@@ -210,7 +263,8 @@ pub async fn wait(
         ))),
         Response::Refused { error } => Err(CliError::Refused(error)),
         other => Err(unexpected(other)),
-    }
+    })
+    .await
 }
 
 pub async fn status(socket: &Path, unit: String, json: bool) -> Result<(), CliError> {
@@ -261,24 +315,21 @@ pub async fn graph(socket: &Path, format: Format) -> Result<(), CliError> {
 }
 
 pub async fn watch(socket: &Path, from: Option<u64>, json: bool) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
-    client.send(&Request::Watch { from_seq: from }).await?;
-    loop {
-        let received = match client.recv().await {
-            Err(unitsync_ipc::IpcError::ShuttingDown(path)) => {
-                return Err(CliError::Other {
-                    code: code::UNREACHABLE,
-                    message: format!(
-                        "the agent at {} shut down; no more events (start a new agent with `unitsync agent`)",
-                        path.display()
-                    ),
-                })
+    let client = Client::connect(socket).await?;
+    let mut session = Resumable::new(client, Request::Watch { from_seq: from }, None);
+    follow(&mut session, socket, false, |session, response| {
+        match response {
+            Response::Event { event } => {
+                // After an agent restart, carry on right after the last event printed.
+                session.resend_as(Request::Watch {
+                    from_seq: Some(event.seq + 1),
+                });
+                if json {
+                    render::json(&event);
+                } else {
+                    render::event(&event);
+                }
             }
-            received => received?,
-        };
-        match received {
-            Response::Event { event } if json => render::json(&event),
-            Response::Event { event } => render::event(&event),
             Response::Lagged { missed } if json => {
                 render::json(&serde_json::json!({ "lagged": missed }))
             }
@@ -288,7 +339,9 @@ pub async fn watch(socket: &Path, from: Option<u64>, json: bool) -> Result<(), C
             // A closed stdout (`| head`) ends the watch quietly, inside `render::emit`.
             other => return Err(unexpected(other)),
         }
-    }
+        Ok(None::<()>)
+    })
+    .await
 }
 
 pub async fn exec(
@@ -311,7 +364,9 @@ pub async fn exec(
             other => return Err(unexpected(other)),
         }
     }
-    start_on(&mut client, &unit, timeout, quiet).await?;
+    start_on(client, &unit, timeout, quiet).await?;
+    // No connection is held while CMD runs: the agent may restart meanwhile, and the result is
+    // reported on a connection of its own.
     let (program, args) = command.split_first().expect("clap requires CMD");
     let spawned = tokio::process::Command::new(program)
         .args(args)
@@ -321,6 +376,7 @@ pub async fn exec(
         Ok(child) => child,
         Err(error) => {
             let reason = format!("cannot run {}: {error}", program.to_string_lossy());
+            let mut client = Client::connect(socket).await?;
             fail_on(&mut client, &unit, Some(reason.clone()), false).await?;
             return Err(CliError::Other {
                 code: 127,
@@ -332,6 +388,7 @@ pub async fn exec(
         code: code::REFUSED,
         message: format!("cannot wait for {}: {error}", program.to_string_lossy()),
     })?;
+    let mut client = Client::connect(socket).await?;
     if status.success() {
         complete_on(&mut client, &unit).await?;
         return Ok(());

@@ -45,7 +45,8 @@ impl CliError {
     /// The process exit code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Ipc(IpcError::Socket(_)) => code::REFUSED,
+            // The agent's own start-up: it cannot use its socket or its state file.
+            Self::Ipc(IpcError::Socket(_) | IpcError::State(_)) => code::REFUSED,
             Self::Ipc(_) => code::UNREACHABLE,
             Self::Refused(GraphError::DependencyFailed { .. }) => code::DEPENDENCY_FAILED,
             Self::Refused(_) | Self::NotReady => code::REFUSED,

@@ -28,7 +28,24 @@ fn main() {
         Command::Agent {
             socket,
             event_buffer,
-        } => agent::run(&socket_path(&socket), event_buffer),
+            state,
+            fresh,
+            sync,
+        } => {
+            let socket = socket_path(&socket);
+            let state = state.unwrap_or_else(|| unitsync_ipc::state::default_state_path(&socket));
+            agent::run(
+                &socket,
+                unitsync_ipc::AgentOptions {
+                    event_capacity: event_buffer,
+                    state: Some(unitsync_ipc::state::StateOptions {
+                        path: state,
+                        fresh,
+                        sync,
+                    }),
+                },
+            )
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

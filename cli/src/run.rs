@@ -183,6 +183,8 @@ async fn run_async(options: RunOptions) -> Result<(), CliError> {
         bin_dir: std::env::current_exe()
             .ok()
             .and_then(|exe| exe.parent().map(Path::to_owned)),
+        // The live area shows what each unit waits for: the scripts need not say it too.
+        quiet: live,
     };
     let (stop, stop_rx) = watch::channel(Stop::No);
     let (ended, mut ended_rx) = mpsc::unbounded_channel();

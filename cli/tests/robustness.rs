@@ -1,7 +1,8 @@
 //! SPEC §4 "never the agent": hostile or broken clients on raw connections (garbage, oversized
 //! frames, a wrong protocol version, unknown requests, silence, a partial frame) each end or answer
-//! their own connection only; a waiter killed mid-wait leaves its unit unchanged and is freed; and a
-//! crowd of blocked `start` processes is released by one `complete`.
+//! their own connection only; a waiter killed mid-wait leaves its unit unchanged and is freed; a
+//! crowd of blocked `start` processes is released by one `complete`; and an answer far larger than
+//! a request may be (`list` of 20,000 units, several MiB) arrives whole.
 
 #![cfg(unix)] // real Unix sockets, signals and uids throughout
 
@@ -298,4 +299,58 @@ fn two_hundred_blocked_starts_are_released_by_one_complete() {
     assert_eq!(started, WAITERS);
     assert_eq!(parked(&agent), 0);
     eprintln!("{WAITERS} waiters released and exited in {elapsed:?}");
+}
+
+#[test]
+fn a_list_of_twenty_thousand_units_is_answered_whole() {
+    const UNITS: usize = 20_000;
+    const WINDOW: usize = 200;
+    let agent = Agent::start();
+    // Register the units over a few raw connections, a window of requests in flight at a time.
+    let workers: Vec<_> = (0..4)
+        .map(|part| {
+            let socket = agent.socket.clone();
+            std::thread::spawn(move || {
+                let mut raw = common::Raw::connect(&socket);
+                raw.hello();
+                let mine: Vec<usize> = (part..UNITS).step_by(4).collect();
+                for window in mine.chunks(WINDOW) {
+                    for &i in window {
+                        raw.send(&json!({
+                            "request": "want",
+                            "unit": format!("unit-{i:05}"),
+                            "dependencies": [format!("hub-{}", i % 10)],
+                        }))
+                        .unwrap();
+                    }
+                    for _ in window {
+                        let reply = raw.recv().expect("an answer");
+                        assert_eq!(reply["response"], "wanted", "{reply}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let list = agent.run(&["list", "--json"]);
+    list.ok();
+    let units = list.json()["units"].as_array().unwrap().len();
+    assert_eq!(units, UNITS);
+    assert!(
+        list.stdout.len() > 2 * unitsync_ipc::protocol::MAX_FRAME_BYTES,
+        "the answer ({} bytes) is larger than a request may be",
+        list.stdout.len()
+    );
+    let all = agent.run(&["list", "--all", "--json"]).ok().json();
+    assert_eq!(all["units"].as_array().unwrap().len(), UNITS + 10);
+    agent.run(&["graph"]).ok().stdout_has("unit-19999");
+    let hub = agent.status("hub-3");
+    assert_eq!(hub["dependents"].as_array().unwrap().len(), UNITS / 10);
+    eprintln!(
+        "`list --json` of {UNITS} units: {} KiB on stdout",
+        list.stdout.len() / 1024
+    );
+    assert_alive(&agent, "after-the-big-list");
 }

@@ -12,7 +12,9 @@ fn unitsync() -> Command {
     // A private agent for every run, whatever the developer's shell has set.
     command
         .env_remove("UNITSYNC_SOCKET")
-        .env_remove("UNITSYNC_OWNER");
+        .env_remove("UNITSYNC_OWNER")
+        .env_remove("UNITSYNC_STATE")
+        .env_remove("UNITSYNC_QUIET");
     command
         .env_remove("UNITSYNC_DEMO_FAIL")
         .env("NO_COLOR", "1");
@@ -188,6 +190,23 @@ fn a_script_that_forgets_to_complete_fails_its_unit_so_dependents_do_not_hang() 
         scripts[1]["exit_code"], 3,
         "start exits 3 on a failed dependency"
     );
+}
+
+#[test]
+fn scripts_are_quiet_only_when_the_live_view_shows_what_they_wait_for() {
+    // Not on a terminal, so no live view: the scripts' `start` says what it waits for itself, and
+    // UNITSYNC_QUIET is not set for them.
+    let (_dir, paths) = workspace(&[
+        (
+            "late",
+            "echo \"quiet=${UNITSYNC_QUIET-unset}\"\nunitsync want late early\nunitsync start late\nunitsync complete late",
+        ),
+        ("early", "unitsync start early\nunitsync complete early"),
+    ]);
+    let (output, report) = run_json(&paths, &[]);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("quiet=unset"), "{stderr}");
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! SPEC §4 the agent and its socket: default paths, directory and socket-file permissions, refusing
-//! unsafe directories, the peer-uid check, stale sockets, a second agent, and clean shutdown on
-//! SIGTERM / SIGINT (socket removed, blocked clients told).
+//! unsafe directories, the peer-uid check, stale sockets, a second agent, clean shutdown on
+//! SIGTERM / SIGINT (socket removed, journal flushed, blocked clients told, and carrying on once an
+//! agent is back), and the state file's own guards: created 0600 (with its lock) whatever the umask,
+//! never followed through a symbolic link, refused in a directory others can write or when another
+//! user owns it.
 
 #![cfg(unix)] // real Unix sockets, signals and uids throughout
 
@@ -227,12 +230,10 @@ fn sigterm_stops_the_agent_cleanly_and_tells_blocked_clients() {
 
     let signalled = std::time::Instant::now();
     agent.proc.signal(libc::SIGTERM);
-    blocked
-        .finish()
-        .code(5)
-        .stderr_has("shut down before answering")
-        .stderr_has("unitsync agent");
-    watcher.finish().code(5).stderr_has("shut down");
+    // Blocked clients are told, and (having no --timeout) wait for an agent to come back.
+    let lost = format!("lost the agent at {}; reconnecting", agent.socket.display());
+    blocked.stderr_line(&lost);
+    watcher.stderr_line(&lost);
     assert!(idle.recv().is_none(), "the idle connection is closed");
     let socket = agent.socket.clone();
     let Agent { proc, dir, .. } = agent;
@@ -245,8 +246,27 @@ fn sigterm_stops_the_agent_cleanly_and_tells_blocked_clients() {
         "stopping took {took:?}"
     );
     assert!(run.stderr.contains("agent stopping"), "{run:#?}");
+    assert!(run.stderr.contains("journal flushed"), "{run:#?}");
     assert!(!socket.exists(), "the socket file is removed");
-    drop(dir);
+
+    // A new agent on the same socket has the state; the blocked start and the watch carry on.
+    let again = Agent::start_on(dir, &socket, &[]).expect("restart");
+    again.run(&["start", "git"]).ok();
+    again.run(&["complete", "git"]).ok();
+    blocked.finish().ok();
+    assert_eq!(again.state("claude"), "started");
+    let seqs: Vec<u64> = watcher
+        .stdout
+        .wait_count(6)
+        .expect("six events")
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "no repeats: {seqs:?}");
 }
 
 #[test]
@@ -262,4 +282,117 @@ fn sigint_right_after_listening_removes_the_socket() {
     let again = Agent::start_on(dir, &socket, &[]).expect("restart");
     assert!(!again.proc.stderr.all().iter().any(|l| l.contains("stale")));
     again.run(&["ping"]).ok();
+}
+
+#[test]
+fn the_state_file_and_its_lock_are_private_even_with_umask_000() {
+    let dir = tempdir();
+    let socket = dir.path().join("run").join("agent.sock");
+    // The agent under a umask that would make every file world-writable.
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" agent --socket \"$1\"")
+        .arg(common::BIN)
+        .arg(&socket)
+        .env_remove("UNITSYNC_STATE")
+        .env("UNITSYNC_LOG", "info")
+        .stdin(std::process::Stdio::null());
+    let agent = Agent::launch(command, dir, socket.clone()).expect("agent starts");
+    agent.run(&["start", "x"]).ok();
+    let state = common::journal_of(&socket);
+    let lock = {
+        let mut name = state.as_os_str().to_owned();
+        name.push(".lock");
+        std::path::PathBuf::from(name)
+    };
+    for file in [&state, &lock] {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    assert_eq!(mode(&socket) & 0o077, 0);
+    // Still private after a restart rewrote (compacted) the journal.
+    let (stopped, _) = agent.stop(libc::SIGTERM);
+    let agent = stopped.restart(&[]);
+    assert_eq!(agent.state("x"), "started");
+    assert_eq!(mode(&state), 0o600);
+}
+
+#[test]
+fn a_state_file_that_is_a_symlink_is_refused_and_its_target_untouched() {
+    let dir = tempdir();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "someone else's data").unwrap();
+    let socket = dir.path().join("run").join("agent.sock");
+    std::fs::create_dir(socket.parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let state = common::journal_of(&socket);
+    std::os::unix::fs::symlink(&target, &state).unwrap();
+    for fresh in [false, true] {
+        let mut command = unitsync();
+        command
+            .arg("agent")
+            .arg("--socket")
+            .arg(&socket)
+            .env("UNITSYNC_LOG", "info");
+        if fresh {
+            command.arg("--fresh");
+        }
+        run(&mut command)
+            .code(1)
+            .stderr_has("refusing the state file")
+            .stderr_has("symbolic link")
+            .stderr_has(&state.display().to_string());
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "someone else's data"
+        );
+        assert!(std::fs::symlink_metadata(&state)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(!socket.exists(), "no socket is left behind");
+    }
+}
+
+#[test]
+fn a_state_file_in_a_directory_others_can_write_is_refused() {
+    let dir = tempdir();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let state = open.join("ws.journal");
+    let socket = dir.path().join("run").join("agent.sock");
+    run(unitsync()
+        .arg("agent")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state")
+        .arg(&state)
+        .env("UNITSYNC_LOG", "info"))
+    .code(1)
+    .stderr_has("refusing the state file's directory")
+    .stderr_has("writable by other users");
+    assert!(!state.exists());
+}
+
+#[test]
+fn a_state_file_owned_by_someone_else_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown a file to another user");
+        return;
+    }
+    let agent = Agent::start();
+    let (stopped, _) = agent.stop(libc::SIGTERM);
+    let state = stopped.state_file();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    stopped
+        .refused(&[])
+        .code(1)
+        .stderr_has("refusing the state file")
+        .stderr_has("owned by uid 65534");
 }

@@ -20,12 +20,23 @@ fn events(watch: &common::Proc, count: usize) -> Vec<Value> {
         .collect()
 }
 
-/// An event without its `seq` and `at_ms`, for comparing with the script.
+/// An event without its `seq`, `at_ms` and a start's claim (`by`), for comparing with the script.
+/// A `started` event of a plain `unitsync start` carries the claim `#<pid>-<nanos>` (no owner).
 fn what(event: &Value) -> Value {
     let mut event = event.clone();
     let object = event.as_object_mut().unwrap();
     object.remove("seq");
     object.remove("at_ms");
+    if object["event"] == "started" {
+        let by = object
+            .remove("by")
+            .expect("a started event names its claim");
+        let invocation = by.as_str().unwrap().strip_prefix('#').expect("no owner");
+        assert!(
+            invocation.split('-').all(|n| n.parse::<u128>().is_ok()),
+            "claim {by}"
+        );
+    }
     event
 }
 

@@ -134,6 +134,32 @@ fn quiet_start_prints_nothing_but_the_final_error() {
     assert_eq!((ready.stdout.as_str(), ready.stderr.as_str()), ("", ""));
 }
 
+#[test]
+fn unitsync_quiet_in_the_environment_is_quiet_unless_empty_0_or_false() {
+    let agent = Agent::start();
+    agent.run(&["want", "b", "a"]).ok();
+    for (value, quiet) in [
+        ("1", true),
+        ("yes", true),
+        ("", false),
+        ("0", false),
+        ("false", false),
+    ] {
+        for command in [
+            &["start", "b", "--timeout", "50ms"][..],
+            &["exec", "b", "--timeout", "50ms", "--", "true"][..],
+        ] {
+            let run = common::run(agent.command().args(command).env("UNITSYNC_QUIET", value));
+            run.code(4);
+            assert_eq!(
+                !run.stderr.contains("waits for"),
+                quiet,
+                "UNITSYNC_QUIET={value:?} {command:?}: {run:#?}"
+            );
+        }
+    }
+}
+
 fn keys(value: &Value) -> BTreeSet<String> {
     value
         .as_object()

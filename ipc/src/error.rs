@@ -1,9 +1,12 @@
-//! The client side's one error type. Each variant says what the user should know and, for an
-//! unreachable agent, how to start one; the CLI maps variants to exit codes in one place.
+//! The crate's one error type. Each variant says what the user should know and, for an unreachable
+//! agent, how to start one; the CLI maps variants to exit codes in one place. The agent's own start-up
+//! errors (socket, state file) are variants too.
 
 use crate::frame::FrameError;
 use crate::socket::SocketError;
+use crate::state::StateError;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why talking to the agent failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +52,45 @@ pub enum IpcError {
     /// The agent is shutting down.
     #[error("the agent at {0} shut down before answering; start a new agent with `unitsync agent` and run the command again")]
     ShuttingDown(PathBuf),
+    /// The agent made the change but could not save it to its state file.
+    #[error("the agent could not save the change: {0}")]
+    Unsaved(String),
+    /// A blocked request lost its agent, and no agent answered again before the deadline.
+    #[error("lost the agent at {path} and it did not come back within {} ({last})", humanize(*waited))]
+    GaveUp {
+        /// The path.
+        path: PathBuf,
+        /// How long the client had left when the outage began.
+        waited: Duration,
+        /// The last reconnection error.
+        last: Box<IpcError>,
+    },
     /// The endpoint could not be set up (agent side).
     #[error(transparent)]
     Socket(#[from] SocketError),
+    /// The state file could not be used (agent side).
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl IpcError {
+    /// Whether this means the agent went away (its connection closed or was cut, it said it is
+    /// shutting down, or nothing answers at its path): what a blocked request may wait out by
+    /// reconnecting. Refusals (another protocol, another user), answers the agent gave and errors of
+    /// the agent's own start-up are not.
+    pub fn agent_gone(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::NoAnswer { .. } | Self::ShuttingDown(_) => true,
+            Self::Connection { source, .. } => source.is_disconnect(),
+            _ => false,
+        }
+    }
+}
+
+fn humanize(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
 }

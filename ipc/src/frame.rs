@@ -1,22 +1,29 @@
 //! Length-prefixed framing: a 4-byte big-endian payload length, then the payload (one JSON
-//! document). A frame longer than [`MAX_FRAME_BYTES`] is refused *before* its payload is read, so a
-//! hostile peer cannot make either side allocate more than the limit. This module owns bytes on the
-//! stream only; it knows nothing of requests or the graph.
+//! document). Every read and write names its limit: the agent reads requests of at most
+//! [`MAX_FRAME_BYTES`](crate::protocol::MAX_FRAME_BYTES) and writes answers of at most
+//! [`MAX_RESPONSE_BYTES`](crate::protocol::MAX_RESPONSE_BYTES); a client the other way round. A frame
+//! longer than the reader's limit is refused *before* its payload is read, so a hostile peer cannot
+//! make either side allocate more than its limit. This module owns bytes on the stream only; it knows
+//! nothing of requests or the graph.
 
-use crate::protocol::MAX_FRAME_BYTES;
 use serde::{de::DeserializeOwned, Serialize};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Why a frame could not be read.
+/// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The peer closed the connection cleanly between frames.
     #[error("the connection was closed")]
     Closed,
-    /// The announced length exceeds the limit.
-    #[error("a frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")]
-    TooLarge(usize),
+    /// The announced (or encoded) length exceeds the limit.
+    #[error("a frame of {length} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The frame's payload length.
+        length: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
     /// The payload is not the JSON document expected.
     #[error("malformed message: {0}")]
     Malformed(#[from] serde_json::Error),
@@ -25,8 +32,19 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
-/// Reads one frame's payload.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, FrameError> {
+impl FrameError {
+    /// Whether the connection itself is gone (closed, cut, reset), as opposed to the peer having
+    /// sent something unreadable.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, Self::Closed | Self::Io(_))
+    }
+}
+
+/// Reads one frame's payload of at most `limit` bytes.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: usize,
+) -> Result<Vec<u8>, FrameError> {
     let mut header = [0u8; 4];
     let first = reader.read(&mut header).await?;
     if first == 0 {
@@ -34,40 +52,45 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>,
     }
     reader.read_exact(&mut header[first..]).await?;
     let length = u32::from_be_bytes(header) as usize;
-    if length > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge(length));
+    if length > limit {
+        return Err(FrameError::TooLarge { length, limit });
     }
     let mut payload = vec![0u8; length];
     reader.read_exact(&mut payload).await?;
     Ok(payload)
 }
 
-/// Reads one frame and decodes it.
+/// Reads one frame of at most `limit` bytes and decodes it.
 pub async fn read_message<R: AsyncRead + Unpin, T: DeserializeOwned>(
     reader: &mut R,
+    limit: usize,
 ) -> Result<T, FrameError> {
-    let payload = read_frame(reader).await?;
+    let payload = read_frame(reader, limit).await?;
     Ok(serde_json::from_slice(&payload)?)
 }
 
-/// Encodes `message` as one frame (header and payload in one buffer, so one write).
-pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+/// Encodes `message` as one frame (header and payload in one buffer, so one write); refuses a
+/// payload over `limit` bytes.
+pub fn encode<T: Serialize>(message: &T, limit: usize) -> Result<Vec<u8>, FrameError> {
     let mut buffer = vec![0u8; 4];
     serde_json::to_writer(&mut buffer, message)?;
     let length = buffer.len() - 4;
-    if length > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge(length));
+    if length > limit {
+        return Err(FrameError::TooLarge { length, limit });
     }
-    buffer[..4].copy_from_slice(&(length as u32).to_be_bytes());
+    let header = u32::try_from(length).map_err(|_| FrameError::TooLarge { length, limit })?;
+    buffer[..4].copy_from_slice(&header.to_be_bytes());
     Ok(buffer)
 }
 
-/// Writes `message` as one frame and flushes it.
+/// Writes `message` as one frame of at most `limit` bytes and flushes it (nothing is written for a
+/// message over the limit).
 pub async fn write_message<W: AsyncWrite + Unpin, T: Serialize>(
     writer: &mut W,
     message: &T,
+    limit: usize,
 ) -> Result<(), FrameError> {
-    let frame = encode(message)?;
+    let frame = encode(message, limit)?;
     writer.write_all(&frame).await?;
     writer.flush().await?;
     Ok(())

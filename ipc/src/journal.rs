@@ -7,15 +7,17 @@
 //! is the JSON of one [`JournalRecord`]: the event's `seq`, its wall-clock time `unix_ms`, and the
 //! [`EventKind`] fields flattened beside them, e.g.
 //! `{"seq":3,"unix_ms":1732590000123,"event":"started","unit":"claude","by":"sh#1"}`.
-//! Records are in increasing `seq` order; numbers that carried no event (tombstones) are simply
-//! absent. A record is never longer than [`MAX_RECORD_BYTES`].
+//! A payload may also be a JSON array of such records: a *batch*, written by one commit (see
+//! "Writing") and read all or nothing. Records are in increasing `seq` order, across frames and
+//! within a batch; numbers that carried no event (tombstones) are simply absent. A payload is never
+//! longer than [`MAX_RECORD_BYTES`].
 //!
 //! # Reading
 //! [`decode`] is a pure function of the bytes: it returns every record up to the first frame that is
 //! torn (cut short) or corrupt (length over the limit, checksum mismatch, JSON that is not a record,
 //! a number not above the previous one) and says where that is; it never panics, whatever the input.
-//! [`open`] reads a journal with it: a missing or empty file is an empty journal; a file whose first
-//! frame is not a unitsync header is refused and left untouched; a damaged tail is cut off with a
+//! [`open`] reads a journal with it (never through a symbolic link): a missing or empty file is an
+//! empty journal; a file whose first frame is not a unitsync header is refused and left untouched; a damaged tail is cut off with a
 //! warning (never fatal: it is what a crash in the middle of a write leaves). It then *compacts*: it
 //! writes the valid frames to `<path>.tmp`, syncs it, renames it over the journal and syncs the
 //! directory, so a damaged tail is gone for good and later records are appended after a clean end.
@@ -23,20 +25,31 @@
 //! # Writing
 //! [`JournalWriter::start`] runs a tokio task fed by a [`JournalSink`], the graph's
 //! [`EventSink`]: the sink only pushes each record into an unbounded channel (it never blocks and
-//! never drops one while the writer runs). The task takes everything queued at once, orders it by
-//! number (tombstones fill the gaps), encodes the contiguous run that follows what is written into
-//! one buffer, writes it with one `write_all` and, with `sync`, one `fdatasync`; so requests that
-//! arrive together share one sync (group commit). After each batch it publishes the highest number
-//! written through a `watch` channel: [`JournalHandle::wait_written`] resolves once a number is in
-//! the file (and synced, with `sync`). The first write error stops the journal for good, loudly:
-//! it is logged, and every later wait gets the error instead of a false acknowledgment.
+//! never drops one while the writer runs). The task orders records by number (tombstones fill the
+//! gaps) and writes them when they are *committed*: [`JournalHandle::wait_written`]`(n)` makes `n` a
+//! commit point, and once every record up to a commit point has arrived, the task writes everything
+//! up to the furthest such point as **one frame** (a batch) with one `write_all` and, with `sync`,
+//! one `fdatasync`; so requests that commit together share one write and one sync (group commit).
+//!
+//! Why commit points and whole-batch frames: one request can change the graph through several
+//! events (a `want` registers its unit and adds each edge; a `fail` fails every dependent too), and
+//! a crash must leave all of them or none. The agent commits only at numbers where no such change
+//! is half-done, and a batch is read all or nothing, so a crash in the middle of a write (a `kill
+//! -9` can cut a `write` short) loses the whole uncommitted batch — changes nobody was told about —
+//! and never half of one. A record is never written before a commit covers it.
+//!
+//! After each batch the task publishes the highest number written through a `watch` channel:
+//! `wait_written` resolves once its number is in the file (and synced, with `sync`), and
+//! [`JournalHandle::wait_covered`] waits for that without making a commit point (for `watch`, which
+//! must not show an event a crash could take back). The first write error stops the journal for
+//! good, loudly: it is logged, and every later wait gets the error instead of a false acknowledgment.
 //!
 //! This module owns the file format and the file; it must not interpret events beyond their numbers
 //! and times (replaying them is `unitsync_core::GraphBuilder::restore`'s job) and must not touch the
 //! socket or the protocol.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -244,6 +257,31 @@ pub fn encode_header() -> Vec<u8> {
     out
 }
 
+/// Appends one frame holding every one of `records` (in order) to `out`: a *batch*, which
+/// [`decode`] reads all or nothing (a single record is written as [`encode_record`] writes it). Fails
+/// for an empty batch, or one over [`MAX_RECORD_BYTES`], which `decode` would refuse.
+pub fn encode_batch(records: &[JournalRecord], out: &mut Vec<u8>) -> Result<(), String> {
+    match records {
+        [] => Err("an empty batch".to_owned()),
+        [record] => encode_record(record, out),
+        records => {
+            let payload = serde_json::to_vec(records).map_err(|e| e.to_string())?;
+            if payload.len() > MAX_RECORD_BYTES {
+                return Err(format!(
+                    "a batch of {} events ({} to {}) encodes to {} bytes, over the limit of \
+                     {MAX_RECORD_BYTES}",
+                    records.len(),
+                    records[0].seq,
+                    records[records.len() - 1].seq,
+                    payload.len()
+                ));
+            }
+            frame(&payload, out);
+            Ok(())
+        }
+    }
+}
+
 /// Appends `record`'s frame to `out`. Fails only for a record over [`MAX_RECORD_BYTES`], which
 /// [`decode`] would refuse.
 pub fn encode_record(record: &JournalRecord, out: &mut Vec<u8>) -> Result<(), String> {
@@ -334,31 +372,53 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 break;
             }
         };
-        let record = match serde_json::from_slice::<JournalRecord>(payload) {
-            Ok(record) => record,
-            Err(error) => {
-                stop(
-                    &mut decoded,
-                    DecodeProblemKind::BadRecord(error.to_string()),
-                );
+        let records = match parse_payload(payload) {
+            Ok(records) => records,
+            Err(problem) => {
+                stop(&mut decoded, problem);
                 break;
             }
         };
-        if record.seq <= previous {
-            stop(
-                &mut decoded,
-                DecodeProblemKind::SeqNotIncreasing {
+        // A frame is all or nothing: one bad number rejects every record in it.
+        let mut last = previous;
+        let mut problem = None;
+        for record in &records {
+            if record.seq <= last {
+                problem = Some(DecodeProblemKind::SeqNotIncreasing {
                     seq: record.seq,
-                    previous,
-                },
-            );
+                    previous: last,
+                });
+                break;
+            }
+            last = record.seq;
+        }
+        if let Some(problem) = problem {
+            stop(&mut decoded, problem);
             break;
         }
-        previous = record.seq;
-        decoded.records.push(record);
+        previous = last;
+        decoded.records.extend(records);
         decoded.valid_len = next;
     }
     decoded
+}
+
+/// The records of one frame's payload: one record (an object), or a batch (a non-empty array).
+fn parse_payload(payload: &[u8]) -> Result<Vec<JournalRecord>, DecodeProblemKind> {
+    let bad = |error: String| DecodeProblemKind::BadRecord(error);
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let records: Vec<JournalRecord> =
+            serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
+        if records.is_empty() {
+            return Err(bad("an empty batch".to_owned()));
+        }
+        Ok(records)
+    } else {
+        serde_json::from_slice::<JournalRecord>(payload)
+            .map(|record| vec![record])
+            .map_err(|e| bad(e.to_string()))
+    }
 }
 
 // ---- opening ----
@@ -414,7 +474,7 @@ pub fn open(path: &Path, fresh: bool) -> Result<Opened, JournalError> {
     let bytes = if fresh {
         Vec::new()
     } else {
-        match std::fs::read(path) {
+        match read_file(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(error) => return Err(io_error(path, "read")(error)),
@@ -490,12 +550,32 @@ pub fn open(path: &Path, fresh: bool) -> Result<Opened, JournalError> {
     })
 }
 
+/// The whole file at `path`, never through a symbolic link (Unix): a link is an error, not followed.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut bytes = Vec::new();
+    options.open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Replaces the journal by `valid` atomically: write and sync `<path>.tmp`, rename it over `path`,
-/// sync the directory. Returns the new file, open for writing at its end.
+/// sync the directory. Returns the new file, open for writing at its end. The temporary file is
+/// always created new (`O_EXCL`, mode `0600`): a leftover one is removed first, so neither its mode
+/// nor a link planted in its place carries over.
 fn compact(path: &Path, valid: &[u8]) -> Result<File, JournalError> {
     let temporary = temporary_path(path);
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_error(&temporary, "remove the leftover")(error))
+        }
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
@@ -608,11 +688,14 @@ struct Progress {
     failure: Option<Arc<str>>,
 }
 
-/// The request side of the journal: waits until changes are durable. Cheap to clone.
+/// The request side of the journal: commits changes and waits until they are in the file. Cheap
+/// to clone.
 #[derive(Debug, Clone)]
 pub struct JournalHandle {
     path: Arc<Path>,
     progress: watch::Receiver<Progress>,
+    /// Commit points for the writer (see [`wait_written`](Self::wait_written)).
+    commits: mpsc::UnboundedSender<u64>,
 }
 
 impl JournalHandle {
@@ -621,10 +704,28 @@ impl JournalHandle {
         self.progress.borrow().written
     }
 
-    /// Resolves once every record up to `seq` is in the file (and synced, if the writer syncs).
-    /// Errors if the writer stopped first, by a write error or because it ended: never a false
-    /// acknowledgment. `seq` 0 resolves at once.
+    /// Commits every record up to `seq` and resolves once they are in the file (and synced, if the
+    /// writer syncs). Errors if the writer stopped first, by a write error or because it ended:
+    /// never a false acknowledgment. `seq` 0 resolves at once.
+    ///
+    /// `seq` becomes a *commit point*: the writer writes the records up to it together, in one
+    /// frame that a crash leaves whole or not at all. So `seq` must not fall inside a change that
+    /// spans several numbers (a `want` and its edges, a `fail` and its propagation): pass
+    /// `graph.next_event_seq() - 1` read while no such change is half-done (the agent reads it under
+    /// the lock its multi-event changes take).
     pub async fn wait_written(&self, seq: u64) -> Result<(), JournalError> {
+        if self.progress.borrow().written < seq {
+            // Fails only once the writer has stopped; the wait below then reports why.
+            let _ = self.commits.send(seq);
+        }
+        self.wait_covered(seq).await
+    }
+
+    /// Resolves once every record up to `seq` is in the file, written by someone else's commit:
+    /// unlike [`wait_written`](Self::wait_written) it makes no commit point, so `seq` may be any
+    /// number (for a reader that must not show an event before it is saved). Errors as
+    /// `wait_written` does.
+    pub async fn wait_covered(&self, seq: u64) -> Result<(), JournalError> {
         let mut progress = self.progress.clone();
         let result = progress
             .wait_for(|p| p.written >= seq || p.failure.is_some())
@@ -666,9 +767,10 @@ impl JournalWriter {
 
     /// Spawns the writer task on the current tokio runtime (panics outside one). With `sync`, each
     /// batch is `fdatasync`ed before it is acknowledged. The task ends when every clone of the sink
-    /// is dropped (after writing what it can) or at the first write error.
+    /// is dropped (after writing every record it holds without a gap) or at the first write error.
     pub fn start(self, sync: bool) -> (JournalSink, JournalHandle) {
         let (queue, incoming) = mpsc::unbounded_channel();
+        let (commits, commit_points) = mpsc::unbounded_channel();
         let (publish, progress) = watch::channel(Progress {
             written: self.next_seq - 1,
             failure: None,
@@ -676,14 +778,16 @@ impl JournalWriter {
         let handle = JournalHandle {
             path: Arc::from(self.path.as_path()),
             progress,
+            commits,
         };
-        tokio::spawn(self.run(incoming, publish, sync));
+        tokio::spawn(self.run(incoming, commit_points, publish, sync));
         (JournalSink { queue }, handle)
     }
 
     async fn run(
         self,
         mut incoming: mpsc::UnboundedReceiver<Queued>,
+        mut commit_points: mpsc::UnboundedReceiver<u64>,
         publish: watch::Sender<Progress>,
         sync: bool,
     ) {
@@ -695,43 +799,68 @@ impl JournalWriter {
         } = self;
         let file = Arc::new(file);
         let mut waiting: BTreeMap<u64, Option<Event>> = BTreeMap::new();
-        while let Some(first) = incoming.recv().await {
-            let mut batch = vec![first];
-            while let Ok(queued) = incoming.try_recv() {
-                batch.push(queued);
+        let mut points: BTreeSet<u64> = BTreeSet::new();
+        let mut handles_open = true;
+        let mut graph_open = true;
+        while graph_open {
+            tokio::select! {
+                queued = incoming.recv() => match queued {
+                    Some(first) => {
+                        queue(&mut waiting, next_seq, first);
+                        while let Ok(more) = incoming.try_recv() {
+                            queue(&mut waiting, next_seq, more);
+                        }
+                    }
+                    None => graph_open = false,
+                },
+                point = commit_points.recv(), if handles_open => match point {
+                    Some(point) => {
+                        points.insert(point);
+                        while let Ok(more) = commit_points.try_recv() {
+                            points.insert(more);
+                        }
+                    }
+                    None => handles_open = false,
+                },
             }
-            for (seq, event) in batch {
-                if seq < next_seq || waiting.insert(seq, event).is_some() {
-                    tracing::warn!(
-                        seq,
-                        "journal: a sequence number was recorded twice; ignored"
-                    );
-                }
+            // Pick up what arrived meanwhile, so one batch serves every request that is waiting.
+            while let Ok(more) = incoming.try_recv() {
+                queue(&mut waiting, next_seq, more);
             }
-            let mut bytes = Vec::new();
-            let mut encoding = Ok(());
-            while let Some(entry) = waiting.first_entry() {
-                if *entry.key() != next_seq {
-                    break;
-                }
-                if let Some(event) = entry.remove() {
-                    let record = JournalRecord {
+            while let Ok(more) = commit_points.try_recv() {
+                points.insert(more);
+            }
+            // Write through the furthest commit point whose records have all arrived; with the
+            // graph gone (no change can be half-done any more), through every record without a gap.
+            let contiguous = contiguous_end(&waiting, next_seq);
+            let through = if graph_open {
+                points.range(..=contiguous).next_back().copied()
+            } else {
+                Some(contiguous)
+            };
+            let Some(through) = through.filter(|&through| through >= next_seq) else {
+                continue;
+            };
+            let mut records = Vec::new();
+            while next_seq <= through {
+                if let Some(Some(event)) = waiting.remove(&next_seq) {
+                    records.push(JournalRecord {
                         seq: event.seq,
                         unix_ms: origin_unix_ms
                             .saturating_add(u64::try_from(event.at.as_millis()).unwrap_or(0)),
                         kind: event.kind,
-                    };
-                    encoding = encode_record(&record, &mut bytes);
-                    if encoding.is_err() {
-                        break;
-                    }
+                    });
                 }
                 next_seq += 1;
             }
-            let written = match encoding {
+            // Every commit point passed is a place where the batch may be split if it is too
+            // large for one frame.
+            let later = points.split_off(&(through + 1));
+            let boundaries = std::mem::replace(&mut points, later);
+            let written = match encode_batches(&records, &boundaries) {
                 Err(error) => Err(error),
-                Ok(()) if bytes.is_empty() => Ok(()),
-                Ok(()) => {
+                Ok(bytes) if bytes.is_empty() => Ok(()),
+                Ok(bytes) => {
                     let file = Arc::clone(&file);
                     tokio::task::spawn_blocking(move || {
                         (&*file).write_all(&bytes)?;
@@ -747,13 +876,7 @@ impl JournalWriter {
             };
             match written {
                 Ok(()) => {
-                    // Only wake waiters when the batch moved the mark (not for a batch that only
-                    // parked records behind a gap).
-                    publish.send_if_modified(|p| {
-                        let moved = p.written != next_seq - 1;
-                        p.written = next_seq - 1;
-                        moved
-                    });
+                    publish.send_modify(|p| p.written = through);
                 }
                 Err(error) => {
                     tracing::error!(
@@ -776,6 +899,81 @@ impl JournalWriter {
             );
         }
     }
+}
+
+/// Files one record for the writer (a number already written, or queued twice, is a bug upstream:
+/// logged and ignored).
+fn queue(waiting: &mut BTreeMap<u64, Option<Event>>, next_seq: u64, (seq, event): Queued) {
+    if seq < next_seq || waiting.insert(seq, event).is_some() {
+        tracing::warn!(
+            seq,
+            "journal: a sequence number was recorded twice; ignored"
+        );
+    }
+}
+
+/// The last number of the run of records that follows `next_seq - 1` without a gap (`next_seq - 1`
+/// itself if `next_seq` has not arrived).
+fn contiguous_end(waiting: &BTreeMap<u64, Option<Event>>, next_seq: u64) -> u64 {
+    let mut end = next_seq - 1;
+    for &seq in waiting.range(next_seq..).map(|(seq, _)| seq) {
+        if seq != end + 1 {
+            break;
+        }
+        end = seq;
+    }
+    end
+}
+
+/// The frames for one write: one batch frame (read all or nothing), or, if that is too large, as
+/// few frames as fit, each ending at one of the commit points in `boundaries` (so each frame still
+/// holds whole changes). Only a single change too large for a frame (tens of thousands of events)
+/// is split inside itself, loudly.
+fn encode_batches(
+    records: &[JournalRecord],
+    boundaries: &BTreeSet<u64>,
+) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    if records.is_empty() || encode_batch(records, &mut bytes).is_ok() {
+        return Ok(bytes);
+    }
+    bytes.clear();
+    let mut rest = records;
+    while !rest.is_empty() {
+        // The longest prefix that ends at a commit point (or at the end) and fits in one frame.
+        let ends: Vec<usize> = (1..=rest.len())
+            .filter(|&n| n == rest.len() || boundaries.contains(&rest[n - 1].seq))
+            .collect();
+        // A frame's size grows with its records: binary search for the last end that fits.
+        let fits = |n: usize| encode_batch(&rest[..n], &mut Vec::new()).is_ok();
+        let fitting = ends.partition_point(|&n| fits(n));
+        let mut frame = Vec::new();
+        let taken = match fitting.checked_sub(1).map(|i| ends[i]) {
+            Some(n) => {
+                encode_batch(&rest[..n], &mut frame)?;
+                n
+            }
+            None => {
+                tracing::warn!(
+                    first = rest[0].seq,
+                    "journal: one change is too large for one frame; it is written in several, so \
+                     a crash while writing it could keep only its first part"
+                );
+                let mut n = ends.first().copied().unwrap_or(rest.len());
+                loop {
+                    frame.clear();
+                    match encode_batch(&rest[..n], &mut frame) {
+                        Ok(()) => break n,
+                        Err(error) if n == 1 => return Err(error),
+                        Err(_) => n = n.div_ceil(2),
+                    }
+                }
+            }
+        };
+        bytes.extend_from_slice(&frame);
+        rest = &rest[taken..];
+    }
+    Ok(bytes)
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -809,5 +1007,63 @@ mod tests {
         sink.record(2, None); // the writer is gone: recording neither blocks nor panics
         assert!(handle.wait_written(2).await.is_err());
         handle.wait_written(0).await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod batching {
+    use super::*;
+    use unitsync_core::UnitName;
+
+    /// A record of about `kib` KiB (a failure with a long reason).
+    fn big(seq: u64, kib: usize) -> JournalRecord {
+        JournalRecord {
+            seq,
+            unix_ms: seq,
+            kind: EventKind::Failed {
+                unit: UnitName::new(&format!("u{seq}")).unwrap(),
+                reason: "x".repeat(kib << 10),
+                cause: None,
+            },
+        }
+    }
+
+    /// The seq of the last record of each frame in `bytes` (a journal without its header).
+    fn frame_ends(bytes: &[u8]) -> Vec<u64> {
+        let with_header = [encode_header(), bytes.to_vec()].concat();
+        let mut ends = Vec::new();
+        let mut offset = encode_header().len();
+        while offset < with_header.len() {
+            let (payload, next) = read_frame(&with_header, offset).unwrap();
+            ends.push(parse_payload(payload).unwrap().last().unwrap().seq);
+            offset = next;
+        }
+        ends
+    }
+
+    #[test]
+    fn a_write_too_large_for_one_frame_is_split_only_at_commit_points() {
+        // Ten records of 2 MiB (20 MiB: two frames at least); commit points after 2, 5, 6 and 10.
+        let records: Vec<_> = (1..=10).map(|seq| big(seq, 2 << 10)).collect();
+        let boundaries: BTreeSet<u64> = [2, 5, 6, 10].into();
+        let bytes = encode_batches(&records, &boundaries).unwrap();
+        let ends = frame_ends(&bytes);
+        assert!(ends.len() >= 2, "{ends:?}");
+        assert!(ends.iter().all(|end| boundaries.contains(end)), "{ends:?}");
+        let decoded = decode(&[encode_header(), bytes].concat());
+        assert_eq!(decoded.records, records);
+        assert!(decoded.problem.is_none());
+    }
+
+    #[test]
+    fn only_a_single_change_too_large_for_a_frame_is_split_inside() {
+        let records: Vec<_> = (1..=9).map(|seq| big(seq, 2 << 10)).collect();
+        let bytes = encode_batches(&records, &BTreeSet::new()).unwrap();
+        assert!(frame_ends(&bytes).len() >= 2);
+        assert_eq!(decode(&[encode_header(), bytes].concat()).records, records);
+        // A write that fits is one frame.
+        let small: Vec<_> = (1..=3).map(|seq| big(seq, 1)).collect();
+        let bytes = encode_batches(&small, &BTreeSet::new()).unwrap();
+        assert_eq!(frame_ends(&bytes), vec![3]);
     }
 }

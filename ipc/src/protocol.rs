@@ -1,7 +1,8 @@
 //! The wire protocol between the `unitsync` CLI and its agent, in one file so it reads as a spec.
 //!
 //! A connection is a sequence of *frames*: a 4-byte big-endian length, then that many bytes of one
-//! JSON document (see `frame`). The client speaks first with a [`Hello`] naming its protocol version;
+//! JSON document (see `frame`); the client's frames are at most [`MAX_FRAME_BYTES`] long, the
+//! agent's at most [`MAX_RESPONSE_BYTES`]. The client speaks first with a [`Hello`] naming its protocol version;
 //! the agent answers [`Welcome`] or refuses a different version and closes. After that the client
 //! sends [`Request`]s, one at a time; the agent answers each with one final [`Response`], preceded,
 //! for the blocking requests (`start`, `wait`), by any number of interim `blocked` progress frames,
@@ -20,8 +21,15 @@ use unitsync_core::{
 /// The version both sides must speak.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The largest frame either side accepts, in bytes of payload.
+/// The largest frame the agent accepts from a client (a request or a hello), in bytes of payload.
+/// Anything longer is refused from its header alone and closes that connection.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// The largest frame a client accepts from the agent, in bytes of payload. Answers describe the
+/// whole graph (`list`, `graph`, `status`), so they may be far larger than any request: 20,000
+/// units make a `list` of a few MiB. The agent never sends a longer frame; it answers `error`
+/// instead.
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 /// The client's first frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,10 +85,12 @@ pub enum Request {
         unit: String,
         /// Give up after this many milliseconds.
         timeout_ms: Option<u64>,
-        /// Who runs the unit (e.g. a script under `unitsync run`), so that its units can be failed
-        /// if it exits without completing them (see `abandon`).
+        /// Who starts the unit, as `<owner>#<invocation>` (see [`claim_owner`]): recorded on the unit
+        /// and in its `started` event (`by`). The same claim sent again for a unit it already started
+        /// answers `started` again without a new event, so a client that lost the answer (the agent
+        /// restarted) can simply resend its request. `abandon` fails units by the owner part.
         #[serde(default)]
-        owner: Option<String>,
+        claim: Option<String>,
     },
     /// Mark a started unit completed.
     Complete {
@@ -125,9 +135,10 @@ pub enum Request {
         /// Resume from this sequence number.
         from_seq: Option<u64>,
     },
-    /// The owner exited: fail every unit it started and did not finish, with `reason`.
+    /// The owner exited: fail every unit started under a claim whose owner part (see
+    /// [`claim_owner`]) is `owner` and not finished, with `reason`.
     Abandon {
-        /// The owner named in `start`.
+        /// The owner part of the claims.
         owner: String,
         /// The failure reason to record.
         reason: String,
@@ -282,4 +293,18 @@ pub enum Response {
     },
     /// The agent is stopping; blocked requests end with this (reconnect to a new agent).
     ShuttingDown,
+    /// The change was made, but the agent could not save it to its state file (its journal stopped
+    /// after a write error), so it would not survive a restart. Every later change gets this too,
+    /// until the agent is restarted.
+    Unsaved {
+        /// What went wrong, naming the file.
+        message: String,
+    },
+}
+
+/// The owner part of a start claim `<owner>#<invocation>`: the text before its last `#` (the whole
+/// claim if it has none). `unitsync run` gives each script an owner; each `unitsync` process adds an
+/// invocation of its own, unique to it and kept across its retries.
+pub fn claim_owner(claim: &str) -> &str {
+    claim.rsplit_once('#').map_or(claim, |(owner, _)| owner)
 }

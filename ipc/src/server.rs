@@ -9,26 +9,49 @@
 //! When a client's departure and its wait's completion are both ready, the departure wins: a `start`
 //! whose client's hang-up has already arrived never marks the unit started.
 //!
+//! **Durability.** An agent started with a state file ([`Agent::start`]) journals every graph event
+//! (see `journal`). Every request that can change the graph — `want`, `start` (a claimed retry
+//! included), `complete`, `fail`, `abandon` — is answered only once the journal holds every event
+//! numbered up to what the graph had handed out when the request finished (its *commit point*,
+//! `next_event_seq - 1`, passed to `wait_written`), whatever the answer: an acknowledged change is
+//! on disk, and so is whatever state a refusal was based on. A `wait` that reached its state waits
+//! the same way, and `watch` sends an event only once it is written, so nobody acts on, or numbers
+//! from, an event a crash could take back. If the journal has failed, these requests get `unsaved`
+//! instead, never a false success. Read-only requests (`ping`, `ready`, `status`, `list`, `graph`)
+//! never wait. Concurrent requests share the journal's batches (one write, and with `--sync` one
+//! `fdatasync`).
+//!
+//! A crash must also never keep *half* of a change: a `want` is several events (registration, one
+//! per edge), a `fail` or `abandon` one per unit failed. The journal writes each commit as one frame,
+//! kept whole or lost whole, so it is enough that no commit point falls inside such a change. With a
+//! journal, the multi-event requests (`want`, `complete`, `fail`, `abandon`) run under one short
+//! *change lock*, and every commit point is read under it; a start's transition is a single event
+//! and needs no lock. Without a journal nothing takes the lock.
+//!
 //! On shutdown the agent stops accepting, tells every blocked client `shutting_down`, closes idle
 //! connections (between requests or still in the handshake), waits briefly for requests in flight to
-//! finish, and removes its socket file. This module must not interpret names or
-//! states beyond mapping graph answers to responses.
+//! finish, waits until the journal holds every event, and removes its socket file. This module must
+//! not interpret names or states beyond mapping graph answers to responses.
 
-use crate::frame::{read_message, write_message, FrameError};
+use crate::error::IpcError;
+use crate::frame::{encode, read_message, write_message, FrameError};
+use crate::journal::JournalHandle;
+use crate::memory::Trimmer;
 use crate::protocol::{
-    EventInfo, Hello, HelloReply, PingInfo, Request, Response, UnitInfo, Welcome, PROTOCOL_VERSION,
+    claim_owner, EventInfo, Hello, HelloReply, PingInfo, Request, Response, UnitInfo, Welcome,
+    MAX_FRAME_BYTES, MAX_RESPONSE_BYTES, PROTOCOL_VERSION,
 };
 use crate::socket::{self, SocketError};
+use crate::state::{self, StateLock, StateOptions};
 use interprocess::local_socket::{tokio::Listener, tokio::Stream, traits::tokio::Listener as _};
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use unitsync_core::{Graph, StartOutcome, UnitName, UnitSnapshot, UnitState, WaitOutcome};
+use unitsync_core::{Graph, StartOutcome, UnitSnapshot, UnitState, WaitOutcome};
 
 /// How long a new connection may take to say hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +59,27 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections to finish their last frame.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long shutdown waits for the journal to be written through.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The agent's version, as reported by `ping` and the handshake.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How [`Agent::start`] sets the agent up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentOptions {
+    /// How many events a slow `watch` may fall behind before it lags.
+    pub event_capacity: usize,
+    /// Where the state is journaled; `None` keeps it in memory only.
+    pub state: Option<StateOptions>,
+}
+
+/// The journal of an agent with a state file.
+struct Journal {
+    handle: JournalHandle,
+    /// Held for as long as the agent may write the file.
+    _lock: StateLock,
+}
 
 /// A bound agent, ready to serve.
 pub struct Agent {
@@ -46,21 +88,26 @@ pub struct Agent {
     graph: Graph,
     started: Instant,
     origin_unix_ms: u64,
+    journal: Option<Journal>,
 }
 
 struct Shared {
     graph: Graph,
-    /// Units started on behalf of each owner (`start --owner`), for `abandon`. Touched only by
-    /// requests that name an owner; the graph's hot paths never see it.
-    owners: Mutex<HashMap<String, Vec<UnitName>>>,
+    /// Taken around multi-event changes and commit-point reads (see the module docs), with a journal.
+    changes: Mutex<()>,
     started: Instant,
     /// Unix milliseconds of the graph's origin, to turn graph durations into wall-clock times.
     origin_unix_ms: u64,
+    /// Where changes must be before they are acknowledged, if anywhere.
+    journal: Option<JournalHandle>,
+    /// Gives memory back after crowds and large answers.
+    trimmer: Trimmer,
     stopping: watch::Receiver<bool>,
 }
 
 impl Agent {
-    /// Binds `path` (see `socket::listen` for the rules) to serve `graph`.
+    /// Binds `path` (see `socket::listen` for the rules) to serve `graph`, keeping no state file
+    /// (for an agent whose graph lives as long as its process, such as `unitsync run`'s).
     pub async fn bind(path: &Path, graph: Graph) -> Result<Self, SocketError> {
         let listener = socket::listen(path).await?;
         let since_origin = graph.origin().elapsed();
@@ -74,7 +121,33 @@ impl Agent {
             graph,
             started: Instant::now(),
             origin_unix_ms: now_ms.saturating_sub(since_origin.as_millis() as u64),
+            journal: None,
         })
+    }
+
+    /// Binds `path` and sets up the graph as `options` say: restored from its state file (see
+    /// `state`), or empty. The socket is bound first, so a second agent on a live socket refuses
+    /// before it touches the state file; a state file that cannot be used unbinds it again (the
+    /// socket file is removed) and is the error.
+    pub async fn start(path: &Path, options: AgentOptions) -> Result<Self, IpcError> {
+        let mut agent = Self::bind(path, Graph::new()).await?;
+        let builder = Graph::builder().event_capacity(options.event_capacity);
+        match &options.state {
+            None => {
+                agent.graph = builder.build();
+                agent.origin_unix_ms = unix_now_ms();
+            }
+            Some(state) => {
+                let restored = state::open(state, builder)?;
+                agent.graph = restored.graph;
+                agent.origin_unix_ms = restored.origin_unix_ms;
+                agent.journal = Some(Journal {
+                    handle: restored.journal,
+                    _lock: restored.lock,
+                });
+            }
+        }
+        Ok(agent)
     }
 
     /// The graph this agent serves.
@@ -92,9 +165,11 @@ impl Agent {
         let (stop, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
             graph: self.graph.clone(),
-            owners: Mutex::new(HashMap::new()),
+            changes: Mutex::new(()),
             started: self.started,
             origin_unix_ms: self.origin_unix_ms,
+            journal: self.journal.as_ref().map(|j| j.handle.clone()),
+            trimmer: Trimmer::default(),
             stopping,
         });
         let mut connections = JoinSet::new();
@@ -106,6 +181,7 @@ impl Agent {
                 accepted = self.listener.accept() => match accepted {
                     Ok(stream) => {
                         connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                        shared.trimmer.opened(connections.len());
                     }
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
@@ -113,7 +189,9 @@ impl Agent {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(_) = connections.join_next(), if !connections.is_empty() => {
+                    shared.trimmer.closed(connections.len());
+                }
             }
         }
         tracing::info!("agent stopping");
@@ -122,7 +200,93 @@ impl Agent {
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             connections.abort_all();
         }
+        if let Some(journal) = &self.journal {
+            let last = commit_point(&shared).unwrap_or_default();
+            match tokio::time::timeout(FLUSH_TIMEOUT, journal.handle.wait_written(last)).await {
+                Ok(Ok(())) => tracing::info!(last_event = last, "journal flushed"),
+                Ok(Err(error)) => tracing::error!(%error, "journal not flushed"),
+                Err(_) => tracing::error!(
+                    last_event = last,
+                    written = journal.handle.written(),
+                    "journal not flushed within {}s; the changes after `written` are lost",
+                    FLUSH_TIMEOUT.as_secs()
+                ),
+            }
+        }
+        drop(self.journal); // releases the state file's lock
         drop(self.listener); // removes the socket file (reclaim_name)
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Writes one response, never over [`MAX_RESPONSE_BYTES`]: an answer that would be longer is
+/// replaced by an `error` saying so (the connection stays usable). Returns the bytes written.
+async fn send(stream: &Stream, response: &Response) -> Result<usize, FrameError> {
+    let mut writer = stream;
+    let frame = match encode(response, MAX_RESPONSE_BYTES) {
+        Err(FrameError::TooLarge { length, limit }) => {
+            tracing::warn!(length, limit, "an answer over the frame limit was not sent");
+            let refusal = Response::Error {
+                message: format!("the answer would be {length} bytes, over the limit of {limit}"),
+            };
+            encode(&refusal, MAX_RESPONSE_BYTES)?
+        }
+        other => other?,
+    };
+    writer.write_all(&frame).await?;
+    writer.flush().await?;
+    Ok(frame.len())
+}
+
+/// Writes the answer to a hello.
+async fn send_hello(stream: &Stream, reply: &HelloReply) -> Result<(), FrameError> {
+    write_message(&mut &*stream, reply, MAX_RESPONSE_BYTES).await
+}
+
+/// Runs `change` (a graph operation that may publish several events) and returns its result and
+/// the commit point just after it, both under the change lock; without a journal, just runs it.
+fn change<T>(shared: &Shared, change: impl FnOnce(&Graph) -> T) -> (T, Option<u64>) {
+    if shared.journal.is_none() {
+        return (change(&shared.graph), None);
+    }
+    let _changing = shared
+        .changes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let result = change(&shared.graph);
+    (
+        result,
+        Some(shared.graph.next_event_seq().saturating_sub(1)),
+    )
+}
+
+/// The commit point covering everything that happened so far, read under the change lock (so no
+/// multi-event change is half-done); `None` without a journal.
+fn commit_point(shared: &Shared) -> Option<u64> {
+    shared.journal.as_ref()?;
+    let _changing = shared
+        .changes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    Some(shared.graph.next_event_seq().saturating_sub(1))
+}
+
+/// `reply`, once the journal holds every event up to `point` (see the module docs); `unsaved` if
+/// the journal failed. Without a journal, `reply` at once.
+async fn durable(shared: &Shared, reply: Response, point: Option<u64>) -> Response {
+    let (Some(journal), Some(point)) = (&shared.journal, point) else {
+        return reply;
+    };
+    match journal.wait_written(point).await {
+        Ok(()) => reply,
+        Err(error) => Response::Unsaved {
+            message: error.to_string(),
+        },
     }
 }
 
@@ -139,13 +303,15 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
             message: reason,
             protocol: PROTOCOL_VERSION,
         };
-        let _ = write_message(&mut &stream, &reply).await;
+        let _ = send_hello(&stream, &reply).await;
         return;
     }
     let mut reader = &stream;
-    let mut writer = &stream;
     let mut stopping = shared.stopping.clone();
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_message(&mut reader));
+    let handshake = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_message(&mut reader, MAX_FRAME_BYTES),
+    );
     let hello: Hello = tokio::select! {
         read = handshake => match read {
             Ok(Ok(hello)) => hello,
@@ -156,7 +322,7 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
                     message: format!("expected a hello frame: {error}"),
                     protocol: PROTOCOL_VERSION,
                 };
-                let _ = write_message(&mut writer, &reply).await;
+                let _ = send_hello(&stream, &reply).await;
                 return;
             }
             Err(_) => {
@@ -174,7 +340,7 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
             ),
             protocol: PROTOCOL_VERSION,
         };
-        let _ = write_message(&mut writer, &reply).await;
+        let _ = send_hello(&stream, &reply).await;
         return;
     }
     let welcome = HelloReply::Welcome(Welcome {
@@ -182,14 +348,14 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
         agent_version: AGENT_VERSION.to_owned(),
         pid: std::process::id(),
     });
-    if write_message(&mut writer, &welcome).await.is_err() {
+    if send_hello(&stream, &welcome).await.is_err() {
         return;
     }
     loop {
         // Between requests the connection is idle: end it as soon as the agent stops, so shutdown
         // never waits for a client that keeps a connection open without using it.
         let read = tokio::select! {
-            read = read_message(&mut reader) => read,
+            read = read_message(&mut reader, MAX_FRAME_BYTES) => read,
             () = stopped(&mut stopping) => return,
         };
         let request: Request = match read {
@@ -200,20 +366,17 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
                 let reply = Response::Error {
                     message: format!("malformed or unknown request: {error}"),
                 };
-                if write_message(&mut writer, &reply).await.is_err() {
+                if send(&stream, &reply).await.is_err() {
                     return;
                 }
                 continue;
             }
-            Err(error @ FrameError::TooLarge(_)) => {
+            Err(error @ FrameError::TooLarge { .. }) => {
                 tracing::debug!(%error, "oversized frame; closing");
-                let _ = write_message(
-                    &mut writer,
-                    &Response::Error {
-                        message: error.to_string(),
-                    },
-                )
-                .await;
+                let reply = Response::Error {
+                    message: error.to_string(),
+                };
+                let _ = send(&stream, &reply).await;
                 return;
             }
             Err(error) => {
@@ -231,7 +394,6 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
 
 async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Next, FrameError> {
     let graph = &shared.graph;
-    let mut writer = stream;
     let reply = match request {
         Request::Ping => Response::Pong {
             agent: PingInfo {
@@ -243,44 +405,46 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
                 waiters: graph.parked_waiters(),
             },
         },
-        Request::Want { unit, dependencies } => match graph.want(&unit, &dependencies) {
-            Ok(outcome) => Response::Wanted {
-                registered: outcome.registered,
-                added: outcome.added,
-            },
-            Err(error) => Response::Refused { error },
-        },
+        Request::Want { unit, dependencies } => {
+            let (wanted, point) = change(shared, |graph| graph.want(&unit, &dependencies));
+            let reply = match wanted {
+                Ok(outcome) => Response::Wanted {
+                    registered: outcome.registered,
+                    added: outcome.added,
+                },
+                Err(error) => Response::Refused { error },
+            };
+            durable(shared, reply, point).await
+        }
         Request::Start {
             unit,
             timeout_ms,
-            owner,
-        } => return serve_start(stream, shared, &unit, timeout_ms, owner).await,
+            claim,
+        } => return serve_start(stream, shared, &unit, timeout_ms, claim.as_deref()).await,
         Request::Abandon { owner, reason } => {
-            let owned = shared
-                .owners
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&owner)
-                .unwrap_or_default();
-            let failed = owned
-                .into_iter()
-                .filter(|unit| graph.state(unit.as_str()) == Some(UnitState::Started))
-                .filter(|unit| graph.fail(unit.as_str(), &reason).is_ok())
-                .collect();
-            Response::Abandoned { failed }
+            let (failed, point) = change(shared, |graph| {
+                graph.fail_started_by(|claim| claim_owner(claim) == owner, &reason)
+            });
+            durable(shared, Response::Abandoned { failed }, point).await
         }
-        Request::Complete { unit } => match graph.complete(&unit) {
-            Ok(()) => Response::Completed,
-            Err(error) => Response::Refused { error },
-        },
+        Request::Complete { unit } => {
+            let (completed, point) = change(shared, |graph| graph.complete(&unit));
+            let reply = match completed {
+                Ok(()) => Response::Completed,
+                Err(error) => Response::Refused { error },
+            };
+            durable(shared, reply, point).await
+        }
         Request::Fail { unit, reason } => {
             let reason = reason.unwrap_or_else(|| "failed".to_owned());
-            match graph.fail(&unit, &reason) {
+            let (failed, point) = change(shared, |graph| graph.fail(&unit, &reason));
+            let reply = match failed {
                 Ok(outcome) => Response::Failed {
                     propagated: outcome.propagated,
                 },
                 Err(error) => Response::Refused { error },
-            }
+            };
+            durable(shared, reply, point).await
         }
         Request::Ready { unit } => match graph.is_ready(&unit) {
             Ok(ready) => Response::Ready { ready },
@@ -294,8 +458,13 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
             let deadline = deadline_after(timeout_ms);
             let wait = graph.wait_for(&unit, until, deadline);
             match until_closed(stream, shared, wait).await? {
-                Some(Ok(WaitOutcome::Reached(state))) => Response::Reached { state },
-                Some(Ok(WaitOutcome::Failed(failure))) => Response::UnitFailed { failure },
+                Some(Ok(WaitOutcome::Reached(state))) => {
+                    durable(shared, Response::Reached { state }, commit_point(shared)).await
+                }
+                Some(Ok(WaitOutcome::Failed(failure))) => {
+                    let reply = Response::UnitFailed { failure };
+                    durable(shared, reply, commit_point(shared)).await
+                }
                 Some(Ok(WaitOutcome::TimedOut(state))) => Response::TimedOut {
                     state,
                     unmet: Vec::new(),
@@ -322,7 +491,12 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
         },
         Request::Watch { from_seq } => return serve_watch(stream, shared, from_seq).await,
     };
-    write_message(&mut writer, &reply).await?;
+    let large = matches!(reply, Response::List { .. } | Response::Graph { .. });
+    let sent = send(stream, &reply).await?;
+    drop(reply);
+    if large {
+        shared.trimmer.answered(sent);
+    }
     Ok(Next::Continue)
 }
 
@@ -356,8 +530,7 @@ async fn until_closed<F: Future>(
         }
         output = &mut work => Ok(Some(output)),
         () = stopped(&mut stopping) => {
-            let mut writer = stream;
-            write_message(&mut writer, &Response::ShuttingDown).await?;
+            send(stream, &Response::ShuttingDown).await?;
             Ok(None)
         }
     }
@@ -368,17 +541,18 @@ async fn serve_start(
     shared: &Shared,
     unit: &str,
     timeout_ms: Option<u64>,
-    owner: Option<String>,
+    claim: Option<&str>,
 ) -> Result<Next, FrameError> {
-    let (progress, mut updates) = mpsc::unbounded_channel();
+    // Only the latest unmet list matters (a few hundred bytes per waiter, where a queue would hold a
+    // block of slots: it adds up over 10,000 blocked starts).
+    let (progress, mut updates) = watch::channel(None);
     let start = shared
         .graph
-        .start(unit, deadline_after(timeout_ms), move |unmet| {
-            let _ = progress.send(unmet.to_vec());
+        .start_claimed(unit, claim, deadline_after(timeout_ms), move |unmet| {
+            progress.send_replace(Some(unmet.to_vec()));
         });
     let mut start = std::pin::pin!(start);
     let mut reader = stream;
-    let mut writer = stream;
     let mut stopping = shared.stopping.clone();
     let mut probe = [0u8; 1];
     let outcome = loop {
@@ -390,35 +564,33 @@ async fn serve_start(
                 return Ok(Next::Close);
             }
             outcome = &mut start => break outcome,
-            Some(unmet) = updates.recv() => {
-                write_message(&mut writer, &Response::Blocked { unmet }).await?;
+            Ok(()) = updates.changed() => {
+                let unmet = updates.borrow_and_update().clone();
+                if let Some(unmet) = unmet {
+                    send(stream, &Response::Blocked { unmet }).await?;
+                }
             }
             () = stopped(&mut stopping) => {
-                write_message(&mut writer, &Response::ShuttingDown).await?;
+                send(stream, &Response::ShuttingDown).await?;
                 return Ok(Next::Close);
             }
         }
     };
     let reply = match outcome {
-        Ok(StartOutcome::Started) => {
-            if let (Some(owner), Ok(name)) = (owner, UnitName::new(unit)) {
-                shared
-                    .owners
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(owner)
-                    .or_default()
-                    .push(name);
-            }
-            Response::Started
-        }
+        Ok(StartOutcome::Started) => Response::Started,
         Ok(StartOutcome::TimedOut { unmet }) => Response::TimedOut {
             state: UnitState::Pending,
             unmet,
         },
         Err(error) => Response::Refused { error },
     };
-    write_message(&mut writer, &reply).await?;
+    // A timed-out start changed nothing; any other answer may rest on a change (its own start, or
+    // the failure it reports), which must be saved before anyone acts on it.
+    let reply = match reply {
+        timed_out @ Response::TimedOut { .. } => timed_out,
+        reply => durable(shared, reply, commit_point(shared)).await,
+    };
+    send(stream, &reply).await?;
     Ok(Next::Continue)
 }
 
@@ -432,30 +604,45 @@ async fn serve_watch(
         None => shared.graph.subscribe(),
     };
     let mut reader = stream;
-    let mut writer = stream;
     let mut stopping = shared.stopping.clone();
     let mut probe = [0u8; 1];
     loop {
         let reply = tokio::select! {
             biased;
             received = events.recv() => match received {
-                Ok(event) => Response::Event {
-                    event: EventInfo {
-                        seq: event.seq,
-                        at_ms: shared.origin_unix_ms + event.at.as_millis() as u64,
-                        kind: event.kind,
+                Ok(event) => match written(shared, event.seq).await {
+                    Ok(()) => Response::Event {
+                        event: EventInfo {
+                            seq: event.seq,
+                            at_ms: shared.origin_unix_ms + event.at.as_millis() as u64,
+                            kind: event.kind,
+                        },
                     },
+                    Err(unsaved) => unsaved,
                 },
                 Err(lagged) => Response::Lagged { missed: lagged.0 },
             },
             _ = reader.read(&mut probe) => return Ok(Next::Close),
             () = stopped(&mut stopping) => Response::ShuttingDown,
         };
-        let last = matches!(reply, Response::ShuttingDown);
-        write_message(&mut writer, &reply).await?;
+        let last = matches!(reply, Response::ShuttingDown | Response::Unsaved { .. });
+        send(stream, &reply).await?;
         if last {
             return Ok(Next::Close);
         }
+    }
+}
+
+/// Waits until event `seq` is in the journal (at once without one); `unsaved` if it never will be.
+async fn written(shared: &Shared, seq: u64) -> Result<(), Response> {
+    match &shared.journal {
+        None => Ok(()),
+        Some(journal) => journal
+            .wait_covered(seq)
+            .await
+            .map_err(|error| Response::Unsaved {
+                message: error.to_string(),
+            }),
     }
 }
 

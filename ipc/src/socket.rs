@@ -97,49 +97,56 @@ pub(crate) async fn connect(path: &Path) -> io::Result<Stream> {
 
 /// Makes sure the socket's directory exists and is safe (Unix), creating it `0700` if needed.
 pub fn prepare_directory(path: &Path) -> Result<(), SocketError> {
+    let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    secure_directory(dir).map_err(|reason| SocketError::UnsafeDirectory {
+        path: dir.to_owned(),
+        reason,
+    })
+}
+
+/// Makes sure `dir` exists and only this user can change what is in it (Unix): creates it `0700`
+/// (parents as needed) if missing; otherwise it must be a real directory (not a symlink), owned by
+/// this user (or by root with the sticky bit, like `/tmp`) and not writable by others. Returns why
+/// not. Shared by the socket's directory and the state file's.
+pub(crate) fn secure_directory(dir: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
-            return Ok(());
-        };
-        let unsafe_dir = |reason: String| SocketError::UnsafeDirectory {
-            path: dir.to_owned(),
-            reason,
-        };
         match std::fs::symlink_metadata(dir) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .map_err(|error| unsafe_dir(format!("cannot create it: {error}")))?;
+                    .map_err(|error| format!("cannot create it: {error}"))?;
                 // `mode` is filtered by the umask; make sure the leaf is exactly 0700.
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|error| unsafe_dir(format!("cannot set its mode: {error}")))?;
+                    .map_err(|error| format!("cannot set its mode: {error}"))?;
                 Ok(())
             }
-            Err(error) => Err(unsafe_dir(format!("cannot inspect it: {error}"))),
-            Ok(meta) if meta.file_type().is_symlink() => Err(unsafe_dir(
-                "it is a symbolic link; remove it or choose another --socket".to_owned(),
-            )),
-            Ok(meta) if !meta.is_dir() => Err(unsafe_dir("it is not a directory".to_owned())),
+            Err(error) => Err(format!("cannot inspect it: {error}")),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                Err("it is a symbolic link; remove it or choose another path".to_owned())
+            }
+            Ok(meta) if !meta.is_dir() => Err("it is not a directory".to_owned()),
             Ok(meta) => {
                 let mode = meta.mode();
                 let sticky = mode & 0o1000 != 0;
                 if meta.uid() != current_uid() && !(meta.uid() == 0 && sticky) {
-                    return Err(unsafe_dir(format!(
+                    return Err(format!(
                         "it is owned by uid {}, not by you (uid {})",
                         meta.uid(),
                         current_uid()
-                    )));
+                    ));
                 }
                 if mode & 0o022 != 0 && !sticky {
-                    return Err(unsafe_dir(format!(
+                    return Err(format!(
                         "it is writable by other users (mode {:o}); run `chmod go-w {}`",
                         mode & 0o7777,
                         dir.display()
-                    )));
+                    ));
                 }
                 Ok(())
             }
@@ -147,7 +154,7 @@ pub fn prepare_directory(path: &Path) -> Result<(), SocketError> {
     }
     #[cfg(windows)]
     {
-        let _ = path;
+        let _ = dir;
         Ok(())
     }
 }

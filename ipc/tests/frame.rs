@@ -1,13 +1,14 @@
-//! The frame codec's limits: a frame over `MAX_FRAME_BYTES` is refused from its header alone (before
-//! any payload is read or allocated); clean close, a torn header and a torn payload are told apart;
-//! and frames survive arbitrary read splits.
+//! The frame codec's limits: a frame over the reader's limit (`MAX_FRAME_BYTES` for what the agent
+//! reads, `MAX_RESPONSE_BYTES` for what a client reads) is refused from its header alone (before any
+//! payload is read or allocated); a response may be far larger than a request; clean close, a torn
+//! header and a torn payload are told apart; and frames survive arbitrary read splits.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use unitsync_ipc::frame::{encode, read_frame, read_message, write_message, FrameError};
-use unitsync_ipc::protocol::{Request, MAX_FRAME_BYTES};
+use unitsync_ipc::protocol::{Request, Response, MAX_FRAME_BYTES, MAX_RESPONSE_BYTES};
 
 /// Hands out its bytes one per read, to split every frame at every possible point.
 struct Trickle(Vec<u8>, usize);
@@ -59,22 +60,26 @@ async fn a_message_round_trips_through_a_frame() {
         dependencies: vec!["git".to_owned(), "npm".to_owned()],
     };
     let mut wire = Vec::new();
-    write_message(&mut wire, &request).await.unwrap();
+    write_message(&mut wire, &request, MAX_FRAME_BYTES)
+        .await
+        .unwrap();
     assert_eq!(&wire[..4], &((wire.len() - 4) as u32).to_be_bytes());
-    let decoded: Request = read_message(&mut wire.as_slice()).await.unwrap();
+    let decoded: Request = read_message(&mut wire.as_slice(), MAX_FRAME_BYTES)
+        .await
+        .unwrap();
     assert_eq!(decoded, request);
 }
 
 #[tokio::test]
 async fn frames_survive_one_byte_reads() {
-    let mut wire = encode(&Request::Ping).unwrap();
-    wire.extend(encode(&Request::List).unwrap());
+    let mut wire = encode(&Request::Ping, MAX_FRAME_BYTES).unwrap();
+    wire.extend(encode(&Request::List, MAX_FRAME_BYTES).unwrap());
     let mut reader = Trickle(wire, 0);
-    let first: Request = read_message(&mut reader).await.unwrap();
-    let second: Request = read_message(&mut reader).await.unwrap();
+    let first: Request = read_message(&mut reader, MAX_FRAME_BYTES).await.unwrap();
+    let second: Request = read_message(&mut reader, MAX_FRAME_BYTES).await.unwrap();
     assert_eq!((first, second), (Request::Ping, Request::List));
     assert!(matches!(
-        read_frame(&mut reader).await,
+        read_frame(&mut reader, MAX_FRAME_BYTES).await,
         Err(FrameError::Closed)
     ));
 }
@@ -84,21 +89,65 @@ async fn a_frame_of_exactly_the_limit_is_accepted() {
     let payload = vec![b' '; MAX_FRAME_BYTES];
     let wire = frame(&payload);
     assert_eq!(
-        read_frame(&mut wire.as_slice()).await.unwrap().len(),
+        read_frame(&mut wire.as_slice(), MAX_FRAME_BYTES)
+            .await
+            .unwrap()
+            .len(),
         MAX_FRAME_BYTES
     );
 }
 
 #[tokio::test]
+async fn a_response_may_be_far_larger_than_a_request() {
+    // A `list` of a big graph: over the request limit, within the response limit.
+    let text = "x".repeat(3 * MAX_FRAME_BYTES);
+    let response = Response::Graph { text: text.clone() };
+    assert!(matches!(
+        encode(&response, MAX_FRAME_BYTES),
+        Err(FrameError::TooLarge {
+            limit: MAX_FRAME_BYTES,
+            ..
+        })
+    ));
+    let wire = encode(&response, MAX_RESPONSE_BYTES).unwrap();
+    let mut reader = wire.as_slice();
+    match read_message::<_, Response>(&mut reader, MAX_RESPONSE_BYTES).await {
+        Ok(Response::Graph { text: back }) => assert_eq!(back, text),
+        other => panic!("expected the graph back, got {other:?}"),
+    }
+    // The same frame is refused by a reader with the request limit, from its header alone.
+    let mut header = [0u8; 4];
+    header.copy_from_slice(&wire[..4]);
+    assert!(matches!(
+        read_frame(&mut HeaderOnly(header, 0), MAX_FRAME_BYTES).await,
+        Err(FrameError::TooLarge { .. })
+    ));
+}
+
+#[tokio::test]
 async fn an_oversized_frame_is_refused_from_its_header_alone() {
-    for length in [MAX_FRAME_BYTES as u32 + 1, u32::MAX] {
+    for (limit, length) in [
+        (MAX_FRAME_BYTES, MAX_FRAME_BYTES as u32 + 1),
+        (MAX_FRAME_BYTES, u32::MAX),
+        (MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES as u32 + 1),
+        (MAX_RESPONSE_BYTES, u32::MAX),
+    ] {
         let mut reader = HeaderOnly(length.to_be_bytes(), 0);
-        match read_frame(&mut reader).await {
-            Err(FrameError::TooLarge(n)) => assert_eq!(n, length as usize),
+        match read_frame(&mut reader, limit).await {
+            Err(FrameError::TooLarge {
+                length: n,
+                limit: l,
+            }) => {
+                assert_eq!((n, l), (length as usize, limit))
+            }
             other => panic!("expected TooLarge, got {other:?}"),
         }
     }
-    let message = FrameError::TooLarge(MAX_FRAME_BYTES + 1).to_string();
+    let message = FrameError::TooLarge {
+        length: MAX_FRAME_BYTES + 1,
+        limit: MAX_FRAME_BYTES,
+    }
+    .to_string();
     assert_eq!(
         message,
         "a frame of 1048577 bytes exceeds the limit of 1048576 bytes"
@@ -111,25 +160,30 @@ async fn encoding_refuses_a_message_over_the_limit() {
         unit: "u".to_owned(),
         reason: Some("x".repeat(MAX_FRAME_BYTES)),
     };
-    assert!(matches!(encode(&huge), Err(FrameError::TooLarge(_))));
+    assert!(matches!(
+        encode(&huge, MAX_FRAME_BYTES),
+        Err(FrameError::TooLarge { .. })
+    ));
     let mut wire = Vec::new();
-    assert!(write_message(&mut wire, &huge).await.is_err());
+    assert!(write_message(&mut wire, &huge, MAX_FRAME_BYTES)
+        .await
+        .is_err());
     assert!(wire.is_empty(), "nothing is written for a refused message");
 }
 
 #[tokio::test]
 async fn clean_close_torn_header_and_torn_payload_are_distinguished() {
     assert!(matches!(
-        read_frame(&mut [].as_slice()).await,
+        read_frame(&mut [].as_slice(), MAX_FRAME_BYTES).await,
         Err(FrameError::Closed)
     ));
-    match read_frame(&mut [0u8, 0].as_slice()).await {
+    match read_frame(&mut [0u8, 0].as_slice(), MAX_FRAME_BYTES).await {
         Err(FrameError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof),
         other => panic!("expected a torn header, got {other:?}"),
     }
     let mut torn = frame(b"{\"request\":\"ping\"}");
     torn.truncate(torn.len() - 3);
-    match read_frame(&mut torn.as_slice()).await {
+    match read_frame(&mut torn.as_slice(), MAX_FRAME_BYTES).await {
         Err(FrameError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof),
         other => panic!("expected a torn payload, got {other:?}"),
     }
@@ -145,7 +199,7 @@ async fn garbage_payloads_are_malformed_not_fatal() {
         b"[]",
     ] {
         let wire = frame(payload);
-        match read_message::<_, Request>(&mut wire.as_slice()).await {
+        match read_message::<_, Request>(&mut wire.as_slice(), MAX_FRAME_BYTES).await {
             Err(FrameError::Malformed(_)) => {}
             other => panic!("{payload:?}: expected Malformed, got {other:?}"),
         }

@@ -8,7 +8,9 @@
 //! - refusals: a file that is not a unitsync journal, or of another version, is refused and left
 //!   untouched; `fresh` discards whatever is there; a missing file is an empty journal;
 //! - the writer: records published out of order are written in number order, tombstones fill gaps,
-//!   `wait_written` resolves only once the bytes are in the file, and errors once the writer is gone;
+//!   nothing is written past a commit point, a commit is one frame that a cut leaves whole or drops
+//!   whole, `wait_written` resolves only once the bytes are in the file, and errors once the writer
+//!   is gone;
 //! - end to end: a graph journaled, reopened and restored is the same graph, and numbering and
 //!   appending continue after the restored events.
 
@@ -271,20 +273,18 @@ async fn a_journal_cut_at_every_byte_of_its_last_record_replays_to_the_state_bef
     graph.complete("git").unwrap();
     graph.fail("node", "npm exploded").unwrap();
     graph.try_start("other").unwrap();
+    flush(&graph, &handle).await;
     let before_last = graph.list();
-    graph.complete("other").unwrap(); // exactly one event: the last record
+    graph.complete("other").unwrap(); // exactly one event, committed alone: the last frame
     flush(&graph, &handle).await;
 
     let bytes = std::fs::read(&scratch.path).unwrap();
     let last_start = *frame_starts(&bytes).last().unwrap();
     let all = decode(&bytes).records;
     let reference = {
-        let mut fewer = encode_header();
-        for record in &all[..all.len() - 1] {
-            encode_record(record, &mut fewer).unwrap();
-        }
-        assert_eq!(fewer, bytes[..last_start]);
-        std::fs::write(&scratch.path, &fewer).unwrap();
+        let fewer = &bytes[..last_start];
+        assert_eq!(decode(fewer).records, all[..all.len() - 1]);
+        std::fs::write(&scratch.path, fewer).unwrap();
         reopen(&scratch.path).0.list()
     };
     assert_eq!(untimed(reference.clone()), untimed(before_last));
@@ -484,9 +484,68 @@ async fn the_writer_writes_out_of_order_records_in_number_order_once_the_gap_fil
         sink.record(2, None); // a tombstone fills the gap
         waiting.await.unwrap();
     }
+    // Written through the commit point, not beyond: 4 waits for a commit that covers it.
+    assert_eq!(seqs_in(&scratch.path), vec![1, 3]);
+    assert_eq!(handle.written(), 3);
+    handle.wait_written(4).await.unwrap();
     assert_eq!(seqs_in(&scratch.path), vec![1, 3, 4]);
     assert_eq!(handle.written(), 4);
     handle.wait_written(0).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_is_one_frame_read_all_or_nothing() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    // One change of three events (say a `want` and its two edges), published out of order, and
+    // committed only as a whole.
+    sink.record(3, Some(&event(3, "c")));
+    sink.record(1, Some(&event(1, "a")));
+    {
+        let mut waiting = pin!(handle.wait_written(3));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        // A reader that only follows commits (`watch`) waits too, and makes no commit point of 1.
+        let mut covered = pin!(handle.wait_covered(1));
+        assert!(poll_once(covered.as_mut()).is_pending());
+        sink.record(2, Some(&event(2, "b")));
+        waiting.await.unwrap();
+        covered.await.unwrap();
+    }
+    let bytes = std::fs::read(&scratch.path).unwrap();
+    let starts = frame_starts(&bytes);
+    assert_eq!(starts.len(), 2, "the header and one batch frame");
+    assert_eq!(seqs_in(&scratch.path), vec![1, 2, 3]);
+    // Cut anywhere inside the batch, the journal has none of it.
+    for cut in starts[1]..bytes.len() {
+        let decoded = decode(&bytes[..cut]);
+        assert!(decoded.records.is_empty(), "cut at {cut}");
+        assert_eq!(decoded.valid_len, starts[1], "cut at {cut}");
+    }
+    // A batch with a number out of order is rejected whole.
+    let mut damaged = encode_header();
+    encode_record(
+        &record(1, EventKind::Registered { unit: name("a") }),
+        &mut damaged,
+    )
+    .unwrap();
+    journal::encode_batch(
+        &[
+            record(5, EventKind::Registered { unit: name("b") }),
+            record(4, EventKind::Registered { unit: name("c") }),
+        ],
+        &mut damaged,
+    )
+    .unwrap();
+    let decoded = decode(&damaged);
+    assert_eq!(decoded.records.len(), 1);
+    assert!(matches!(
+        decoded.problem.map(|p| p.kind),
+        Some(DecodeProblemKind::SeqNotIncreasing {
+            seq: 4,
+            previous: 5
+        })
+    ));
 }
 
 #[tokio::test]

@@ -71,11 +71,14 @@ fn requests() {
         Request::Start {
             unit: "claude".to_owned(),
             timeout_ms: Some(1500),
-            owner: None,
+            claim: Some("run-1/agent.sh#4242-17".to_owned()),
         },
-        json!({ "request": "start", "unit": "claude", "timeout_ms": 1500, "owner": null }),
+        json!({
+            "request": "start", "unit": "claude", "timeout_ms": 1500,
+            "claim": "run-1/agent.sh#4242-17",
+        }),
     );
-    // `owner` was added later: an older client's start without it still parses.
+    // `claim` is optional: a start without it (an older client) still parses, unclaimed.
     let old: Request =
         serde_json::from_value(json!({ "request": "start", "unit": "a", "timeout_ms": null }))
             .unwrap();
@@ -84,7 +87,7 @@ fn requests() {
         Request::Start {
             unit: "a".to_owned(),
             timeout_ms: None,
-            owner: None
+            claim: None
         }
     );
     pinned(
@@ -251,6 +254,21 @@ fn responses() {
         Response::ShuttingDown,
         json!({ "response": "shutting_down" }),
     );
+    pinned(
+        Response::Unsaved {
+            message: "journaling stopped".to_owned(),
+        },
+        json!({ "response": "unsaved", "message": "journaling stopped" }),
+    );
+}
+
+#[test]
+fn the_owner_of_a_claim_is_what_comes_before_its_last_hash() {
+    use unitsync_ipc::protocol::claim_owner;
+    assert_eq!(claim_owner("run-1/agent#4242-17"), "run-1/agent");
+    assert_eq!(claim_owner("a#b#4242-17"), "a#b");
+    assert_eq!(claim_owner("#4242-17"), "");
+    assert_eq!(claim_owner("no-invocation"), "no-invocation");
 }
 
 #[test]

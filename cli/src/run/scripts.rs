@@ -130,6 +130,9 @@ fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or(1)
 }
 
+/// Makes `start` and `exec` quiet, like `--quiet`, when set to anything but empty, `0` or `false`.
+pub const QUIET_ENV: &str = "UNITSYNC_QUIET";
+
 /// What every script's environment gets.
 pub struct Environment {
     /// `UNITSYNC_SOCKET`.
@@ -138,6 +141,9 @@ pub struct Environment {
     pub owner_prefix: String,
     /// Prepended to `PATH`, so scripts find this very `unitsync` binary.
     pub bin_dir: Option<PathBuf>,
+    /// Set `UNITSYNC_QUIET=1`, so the scripts' `start`/`exec` do not print what they wait for (when
+    /// the run's live area already shows it). Otherwise the variable is left as inherited.
+    pub quiet: bool,
 }
 
 impl Environment {
@@ -212,6 +218,9 @@ pub async fn supervise(
         if let Ok(joined) = std::env::join_paths(paths) {
             command.env("PATH", joined);
         }
+    }
+    if environment.quiet {
+        command.env(QUIET_ENV, "1");
     }
     #[cfg(unix)]
     command.process_group(0);

@@ -26,12 +26,15 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// that a departed client's waiter was freed, which tests wait for).
 pub const AGENT_LOG: &str = "info,unitsync_ipc=debug";
 
-/// A `unitsync` command with a clean environment: no inherited socket, owner or log settings.
+/// A `unitsync` command with a clean environment: no inherited socket, state, owner, quiet or log
+/// settings.
 pub fn unitsync() -> Command {
     let mut command = Command::new(BIN);
     command
         .env_remove("UNITSYNC_SOCKET")
+        .env_remove("UNITSYNC_STATE")
         .env_remove("UNITSYNC_OWNER")
+        .env_remove("UNITSYNC_QUIET")
         .env_remove("UNITSYNC_LOG")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
@@ -317,6 +320,73 @@ impl Agent {
         Self::launch(command, dir, socket.to_owned())
     }
 
+    /// Starts an agent on `<fresh temp dir>/run/agent.sock` with extra arguments (`--state`,
+    /// `--sync`, ...) and waits until it listens.
+    #[track_caller]
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = tempdir();
+        let socket = dir.path().join("run").join("agent.sock");
+        match Self::start_args(dir, &socket, args) {
+            Ok(agent) => agent,
+            Err(run) => panic!("the agent did not start: {run:#?}"),
+        }
+    }
+
+    /// Starts an agent on `socket` with extra arguments, keeping `dir` alive with it. Waits for its
+    /// "listening on" line; if it exits first, returns what it said.
+    pub fn start_args(dir: tempfile::TempDir, socket: &Path, args: &[&str]) -> Result<Self, Run> {
+        let mut command = unitsync();
+        command
+            .arg("agent")
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .env("UNITSYNC_LOG", AGENT_LOG);
+        Self::launch(command, dir, socket.to_owned())
+    }
+
+    /// The default state file of this agent: beside its socket.
+    pub fn state_file(&self) -> PathBuf {
+        journal_of(&self.socket)
+    }
+
+    /// Stops the agent with `signal` (SIGTERM for a clean stop, SIGKILL for a crash) and waits
+    /// until it has exited; returns what is needed to start it again, and what it said.
+    #[track_caller]
+    pub fn stop(self, signal: i32) -> (Stopped, Run) {
+        self.proc.signal(signal);
+        let Agent { proc, socket, dir } = self;
+        let run = proc.finish();
+        (Stopped { socket, dir }, run)
+    }
+
+    /// The number of `start`/`wait` requests parked in the agent, per `ping`.
+    #[track_caller]
+    pub fn waiters(&self) -> u64 {
+        self.raw()
+            .hello_then(&serde_json::json!({ "request": "ping" }))["agent"]["waiters"]
+            .as_u64()
+            .expect("ping reports waiters")
+    }
+
+    /// Waits (polling `ping`, bounded by [`PATIENCE`]) until exactly `count` requests are parked: a
+    /// departed or newly arrived client is parked or freed asynchronously, with no event to wait for.
+    #[track_caller]
+    pub fn wait_for_waiters(&self, count: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let now = self.waiters();
+            if now == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent still reports {now} parked waiters, expected {count}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     /// Spawns an agent `command` and waits for its "listening on" line.
     pub fn launch(
         mut command: Command,
@@ -374,6 +444,130 @@ impl Agent {
     pub fn raw(&self) -> Raw {
         Raw::connect(&self.socket)
     }
+
+    /// Every event from `from` on, read over a raw `watch`, up to and including the first one that
+    /// satisfies `last` (bounded by the read timeout: a missing event fails the test).
+    #[track_caller]
+    pub fn events_until(&self, from: u64, last: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut raw = self.raw();
+        raw.hello();
+        raw.send(&serde_json::json!({ "request": "watch", "from_seq": from }))
+            .expect("send watch");
+        let mut events = Vec::new();
+        loop {
+            let frame = raw.recv().expect("the watch goes on");
+            assert_eq!(frame["response"], "event", "{frame}");
+            let event = frame["event"].clone();
+            let done = last(&event);
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+
+    /// Marks the end of what a test did: starts a unit named `name` and returns every event from
+    /// the first up to that start (so a test can compare whole histories without guessing counts).
+    #[track_caller]
+    pub fn history(&self, name: &str) -> Vec<Value> {
+        self.run(&["start", name]).ok();
+        self.events_until(1, |e| e["event"] == "started" && e["unit"] == name)
+    }
+}
+
+/// An agent that was stopped (or crashed), ready to be started again on the same socket and state.
+pub struct Stopped {
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stopped {
+    /// Starts an agent again on the same socket (and so the same default state file).
+    #[track_caller]
+    pub fn restart(self, args: &[&str]) -> Agent {
+        match Agent::start_args(self.dir, &self.socket, args) {
+            Ok(agent) => agent,
+            Err(run) => panic!("the agent did not restart: {run:#?}"),
+        }
+    }
+
+    /// Runs `unitsync agent` on the same socket with `args` and expects it to exit (a refusal):
+    /// returns what it said. The directory stays.
+    #[track_caller]
+    pub fn refused(&self, args: &[&str]) -> Run {
+        run(unitsync()
+            .arg("agent")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env("UNITSYNC_LOG", AGENT_LOG))
+    }
+
+    /// The default state file.
+    pub fn state_file(&self) -> PathBuf {
+        journal_of(&self.socket)
+    }
+}
+
+/// The default state file for `socket`: the socket path with `.journal` appended.
+pub fn journal_of(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// A small seeded random number generator (SplitMix64), so a failing random test can be replayed
+/// from the seed it prints.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// A seed from the clock, or from `UNITSYNC_SEED` to replay a failure.
+    pub fn seed_from_env() -> u64 {
+        std::env::var("UNITSYNC_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The resident set size of process `pid` in KiB, from `/proc/<pid>/status` (Linux).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// An environment variable as a number, or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A fresh temporary directory.
@@ -469,5 +663,12 @@ impl Raw {
     pub fn request(&mut self, request: &Value) -> Value {
         self.send(request).expect("send a request");
         self.recv().expect("a response")
+    }
+
+    /// Handshakes, then sends one request and reads its response.
+    #[track_caller]
+    pub fn hello_then(mut self, request: &Value) -> Value {
+        self.hello();
+        self.request(request)
     }
 }
