@@ -2,12 +2,18 @@
 //! agent (group `ours`; the built `unitsync agent` if present, else an agent thread) beside raw
 //! `UnixStream` ping-pong of the same bytes (group `raw_socket`, server in a thread).
 
+#[cfg(unix)]
 use criterion::{criterion_group, criterion_main, Criterion};
+#[cfg(unix)]
 use std::time::Duration;
+#[cfg(unix)]
 use unitsync_benches::over_socket::PingClient;
+#[cfg(unix)]
 use unitsync_benches::process::BenchAgent;
+#[cfg(unix)]
 use unitsync_benches::raw_socket::{self, RawClient};
 
+#[cfg(unix)]
 fn benches(c: &mut Criterion) {
     let agent = BenchAgent::start().expect("start an agent");
     let mut ours = PingClient::connect(agent.socket()).expect("connect to the agent");
@@ -35,6 +41,7 @@ fn benches(c: &mut Criterion) {
         });
 }
 
+#[cfg(unix)]
 criterion_group! {
     name = w5;
     config = Criterion::default()
@@ -42,4 +49,9 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = benches
 }
+#[cfg(unix)]
 criterion_main!(w5);
+
+/// The socket benches need Unix domain sockets: nothing to run elsewhere.
+#[cfg(not(unix))]
+fn main() {}

@@ -3,13 +3,20 @@
 //! K = 100 (the `report` binary measures K = 10,000). Group `ours`; group `raw_socket` times one raw
 //! `UnixStream` round trip of the ping bytes, the floor the K = 1 target is stated against.
 
+#[cfg(unix)]
 use criterion::{criterion_group, criterion_main, Criterion};
+#[cfg(unix)]
 use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(unix)]
 use std::time::Duration;
+#[cfg(unix)]
 use unitsync_benches::over_socket;
+#[cfg(unix)]
 use unitsync_benches::process::BenchAgent;
+#[cfg(unix)]
 use unitsync_benches::raw_socket::{self, RawClient};
 
+#[cfg(unix)]
 fn benches(c: &mut Criterion) {
     let agent = BenchAgent::start().expect("start an agent");
     let run = AtomicUsize::new(0);
@@ -44,6 +51,7 @@ fn benches(c: &mut Criterion) {
         });
 }
 
+#[cfg(unix)]
 criterion_group! {
     name = w6;
     config = Criterion::default()
@@ -52,4 +60,9 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = benches
 }
+#[cfg(unix)]
 criterion_main!(w6);
+
+/// The socket benches need Unix domain sockets: nothing to run elsewhere.
+#[cfg(not(unix))]
+fn main() {}

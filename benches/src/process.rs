@@ -87,6 +87,7 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// The CPUs the calling thread may run on.
+#[cfg(target_os = "linux")]
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: an all-zero `cpu_set_t` is a valid empty set; sched_getaffinity writes at most `size`
     // bytes into it for the calling thread (pid 0); CPU_ISSET only reads it.
@@ -101,13 +102,37 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     }
 }
 
+/// The CPUs the calling thread may run on: unknown off Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "CPU affinity is only read on Linux",
+    ))
+}
+
+/// Keeps the calling thread on one CPU until dropped (Linux only; elsewhere pinning is refused).
+#[cfg(not(target_os = "linux"))]
+pub struct PinnedCpu;
+
+/// Pins the calling thread to `cpu`: refused off Linux, where the placement rows are skipped.
+#[cfg(not(target_os = "linux"))]
+pub fn pin_to_cpu(_cpu: usize) -> io::Result<PinnedCpu> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "CPU pinning is only done on Linux",
+    ))
+}
+
 /// Keeps the calling thread on one CPU until dropped, when its previous CPU set is restored.
 /// Processes and threads it starts meanwhile inherit the one-CPU set for good.
+#[cfg(target_os = "linux")]
 pub struct PinnedCpu {
     previous: libc::cpu_set_t,
 }
 
 /// Pins the calling thread to `cpu` (see [`PinnedCpu`]).
+#[cfg(target_os = "linux")]
 pub fn pin_to_cpu(cpu: usize) -> io::Result<PinnedCpu> {
     let size = std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: as in `allowed_cpus`; sched_setaffinity only reads the set we pass, for this thread.
@@ -125,6 +150,7 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<PinnedCpu> {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for PinnedCpu {
     fn drop(&mut self) {
         // SAFETY: restores the set read by `pin_to_cpu`, for the calling thread only.
