@@ -149,7 +149,7 @@ impl GraphError {
     }
 }
 
-/// Validates a name, turning a broken rule into a [`GraphError`].
-pub(crate) fn valid_name(name: &str) -> Result<UnitName, GraphError> {
-    UnitName::new(name).map_err(|rule| GraphError::invalid_name(name, rule))
+/// Checks a name without allocating, turning a broken rule into a [`GraphError`].
+pub(crate) fn check_name(name: &str) -> Result<(), GraphError> {
+    UnitName::check(name).map_err(|rule| GraphError::invalid_name(name, rule))
 }

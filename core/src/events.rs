@@ -8,16 +8,35 @@
 //! for any one unit, event numbers follow its real order of changes, and an event caused by another
 //! (a dependent's start after its dependency's completion) always has the larger number.
 //!
-//! Events are stored in a fixed ring of `capacity` slots, slot `seq % capacity`. A writer swaps its
-//! record into the slot only if the slot holds an older one (a writer that stalled for a whole lap
-//! drops its record instead of overwriting a newer one). Writers never wait for readers: a subscriber
-//! that falls more than `capacity` events behind finds newer records in its slots and is told how many
-//! it missed ([`Lagged`]). Slots are `crossbeam-epoch` pointers, so readers clone a record without
-//! locking and old records are freed once no reader can hold them.
+//! Events are stored in a fixed ring of `capacity` slots, one slot per `seq % capacity` (for a
+//! power-of-two capacity the slots are visited with an odd stride, so that consecutive numbers,
+//! often published by different threads at once, do not share a cache line). A slot holds a
+//! *record*, not an [`Event`]: the number, the instant, the kind of change and pointers to the units
+//! it is about (four words, written in place; nothing is allocated or freed per event). Everything
+//! else an event says is set once in the unit before the event is published (a start's claim, a
+//! failure's reason and cause, in the unit's records), so a reader rebuilds the `Event` from the
+//! record and the units, which live as long as the graph (a [`Subscription`] holds the graph).
+//!
+//! A slot is a small *seqlock*: its `version` word is `seq << 1`, plus 1 while a writer fills it. A
+//! writer claims the slot with a CAS from an older, settled version to its own odd one (so it writes
+//! only over an older record: a writer that stalled for a whole lap finds a newer number there and
+//! drops its record), writes the fields, and stores its even version (Release). A reader loads the
+//! version, the fields, then the version again (with an Acquire fence between), and keeps the fields
+//! only if the version did not move. A reader that finds the slot claimed for the very number it
+//! wants waits for those three stores (spinning, then yielding) instead of reporting "not yet": so
+//! the writer's claiming CAS is the instant its record becomes visible, which is what the parking
+//! argument below relies on. Writers never wait for readers: a subscriber that falls more than
+//! `capacity` events behind finds newer records in its slots and is told how many it missed
+//! ([`Lagged`]). A writer waits for another writer only if it laps one that is still writing the
+//! same slot (`capacity` events in between), and then only for that writer's three stores.
 //!
 //! Sleeping subscribers park on one `Notify`; a writer only touches it when the `parked` count says
-//! someone sleeps (a SeqCst store/load pair on both sides guarantees that either the writer sees the
-//! sleeper or the sleeper sees the record), so the graph pays nothing for an idle stream.
+//! someone sleeps, so the graph pays nothing for an idle stream. No wake-up is lost (a Dekker pair of
+//! `SeqCst` operations): a subscriber increments `parked`, enables its `Notified`, then loads the slot's
+//! version; a writer claims the slot (its `SeqCst` CAS), then loads `parked`. Either the subscriber's
+//! load comes after the CAS in the `SeqCst` order and it finds the record (waiting for the writer's
+//! last stores if need be), or it comes before, and then so does the increment, and the writer sees a
+//! sleeper and wakes it.
 //!
 //! # The sink (journaling)
 //! A graph built with an [`EventSink`] also hands every record to the sink, synchronously, on the
@@ -30,10 +49,13 @@
 //! A graph rebuilt from a journal (`GraphBuilder::restore`) puts the restored events into the ring with
 //! their original numbers, and does *not* hand them to the sink: they are journaled already.
 //!
-//! This module owns ordering and delivery only; it must not interpret events.
+//! This module owns ordering, storage and delivery; it turns records into events but must not decide
+//! what a change means.
 
+use crate::graph::Inner;
 use crate::name::UnitName;
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Notify, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Notify, Ordering, Padded};
+use crate::unit::Unit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -125,6 +147,56 @@ pub trait EventSink: Send + Sync {
 #[error("the subscriber fell behind and missed {0} events")]
 pub struct Lagged(pub u64);
 
+/// What one sequence number carries, as the graph publishes it: the kind of change and the units it
+/// is about. A start's claim and a failure's reason and cause are read from the unit's records, which
+/// the winning transition wrote (once, under the records lock) before publishing.
+#[derive(Clone, Copy)]
+pub(crate) enum Record<'a> {
+    /// A number reserved by an attempt that lost its race: no event.
+    Tombstone,
+    Registered(&'a Unit),
+    /// The unit, then its new dependency.
+    DependencyAdded(&'a Unit, &'a Unit),
+    Started(&'a Unit),
+    Completed(&'a Unit),
+    Failed(&'a Unit),
+}
+
+impl Record<'_> {
+    /// The event this record stands for (`None` for a tombstone).
+    pub(crate) fn event(self, seq: u64, at: Duration) -> Option<Event> {
+        let kind = match self {
+            Self::Tombstone => return None,
+            Self::Registered(unit) => EventKind::Registered {
+                unit: unit.name.clone(),
+            },
+            Self::DependencyAdded(unit, dependency) => EventKind::DependencyAdded {
+                unit: unit.name.clone(),
+                dependency: dependency.name.clone(),
+            },
+            Self::Started(unit) => EventKind::Started {
+                unit: unit.name.clone(),
+                by: unit.started_by(),
+            },
+            Self::Completed(unit) => EventKind::Completed {
+                unit: unit.name.clone(),
+            },
+            Self::Failed(unit) => {
+                let failure = unit.failure();
+                EventKind::Failed {
+                    unit: unit.name.clone(),
+                    reason: failure
+                        .as_ref()
+                        .map(|f| f.reason.clone())
+                        .unwrap_or_default(),
+                    cause: failure.and_then(|f| f.cause),
+                }
+            }
+        };
+        Some(Event { seq, at, kind })
+    }
+}
+
 /// What a slot said about a sequence number.
 enum SlotRead {
     /// The record for this number: an event, or `None` for a tombstone.
@@ -135,9 +207,15 @@ enum SlotRead {
     Overwritten,
 }
 
+/// See `EventLog::slot`: 37 slots apart is more than a kilobyte.
+const SLOT_STRIDE: u64 = 37;
+
 pub(crate) struct EventLog {
-    next_seq: AtomicU64,
+    /// Written by every transition: on cache lines of its own.
+    next_seq: Padded<AtomicU64>,
     slots: Box<[slot::Slot]>,
+    /// `capacity - 1` when the capacity is a power of two (a mask instead of a division).
+    mask: Option<u64>,
     parked: AtomicUsize,
     wake: Notify,
 }
@@ -146,8 +224,9 @@ impl EventLog {
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            next_seq: AtomicU64::new(1),
+            next_seq: Padded(AtomicU64::new(1)),
             slots: (0..capacity).map(|_| slot::Slot::new()).collect(),
+            mask: capacity.is_power_of_two().then(|| capacity as u64 - 1),
             parked: AtomicUsize::new(0),
             wake: Notify::new(),
         }
@@ -169,30 +248,50 @@ impl EventLog {
     }
 
     /// Fills a fresh ring with restored records and sets the next number to `next`. `window` holds
-    /// the last restored events, in increasing number order, all below `next`; every number of the
-    /// last `capacity` below `next` that has no event gets a tombstone, so a subscriber reading
+    /// the last restored records, in increasing number order, all below `next`; every number of the
+    /// last `capacity` below `next` that has no record gets a tombstone, so a subscriber reading
     /// through them never waits for a record that will not come. Only for `restore`, before the graph
     /// is shared.
-    pub(crate) fn resume(&self, next: u64, window: impl IntoIterator<Item = Event>) {
+    pub(crate) fn resume<'a>(
+        &self,
+        next: u64,
+        window: impl IntoIterator<Item = (u64, Duration, Record<'a>)>,
+    ) {
         let oldest = next.saturating_sub(self.slots.len() as u64).max(1);
-        let mut window = window.into_iter().filter(|e| e.seq >= oldest).peekable();
+        let mut window = window
+            .into_iter()
+            .filter(|(seq, _, _)| *seq >= oldest)
+            .peekable();
         for seq in oldest..next {
-            let record = window.next_if(|e| e.seq == seq);
-            self.slot(seq).publish(seq, record);
+            match window.next_if(|(s, _, _)| *s == seq) {
+                Some((_, at, record)) => self.slot(seq).publish(seq, at, record),
+                None => self
+                    .slot(seq)
+                    .publish(seq, Duration::ZERO, Record::Tombstone),
+            }
         }
         self.next_seq.store(next, Ordering::SeqCst);
     }
 
-    /// Publishes the record for `seq` (`None`: a tombstone for a number that was reserved but not used).
-    pub(crate) fn publish(&self, seq: u64, event: Option<Event>) {
-        self.slot(seq).publish(seq, event);
+    /// Publishes the record for `seq` (a tombstone for a number that was reserved but not used).
+    pub(crate) fn publish(&self, seq: u64, at: Duration, record: Record<'_>) {
+        self.slot(seq).publish(seq, at, record);
+        // Pairs with the SeqCst `parked` increment and slot read of a sleeping subscriber (after the
+        // slot's SeqCst claiming CAS): either it sees the record or we see it parked.
         if self.parked.load(Ordering::SeqCst) > 0 {
             self.wake.notify_waiters();
         }
     }
 
     fn slot(&self, seq: u64) -> &slot::Slot {
-        &self.slots[(seq % self.slots.len() as u64) as usize]
+        let index = match self.mask {
+            // An odd stride permutes the ring (any odd number is invertible modulo a power of two,
+            // and `seq` and `seq + capacity` still share a slot) so that consecutive numbers, which
+            // different threads often publish at once, land on different cache lines.
+            Some(mask) => seq.wrapping_mul(SLOT_STRIDE) & mask,
+            None => seq % self.slots.len() as u64,
+        };
+        &self.slots[index as usize]
     }
 
     fn read(&self, seq: u64) -> SlotRead {
@@ -207,16 +306,21 @@ impl EventLog {
     }
 }
 
-/// A live feed of events, starting where it was created (or from a chosen sequence number).
+/// A live feed of events, starting where it was created (or from a chosen sequence number). It holds
+/// the graph (the units its records point to) for as long as it exists.
 pub struct Subscription {
-    log: Arc<EventLog>,
+    graph: Arc<Inner>,
     next: u64,
 }
 
 impl Subscription {
-    pub(crate) fn new(log: Arc<EventLog>, from: Option<u64>) -> Self {
-        let next = from.unwrap_or_else(|| log.next_seq()).max(1);
-        Self { log, next }
+    pub(crate) fn new(graph: Arc<Inner>, from: Option<u64>) -> Self {
+        let next = from.unwrap_or_else(|| graph.events.next_seq()).max(1);
+        Self { graph, next }
+    }
+
+    fn log(&self) -> &EventLog {
+        &self.graph.events
     }
 
     /// The sequence number of the next event this subscription will return.
@@ -227,7 +331,7 @@ impl Subscription {
     /// The next event if one is already there, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Event>, Lagged> {
         loop {
-            match self.log.read(self.next) {
+            match self.log().read(self.next) {
                 SlotRead::Present(Some(event)) => {
                     self.next += 1;
                     return Ok(Some(event));
@@ -235,7 +339,7 @@ impl Subscription {
                 SlotRead::Present(None) => self.next += 1,
                 SlotRead::NotYet => return Ok(None),
                 SlotRead::Overwritten => {
-                    let resume = self.log.oldest_available().max(self.next + 1);
+                    let resume = self.log().oldest_available().max(self.next + 1);
                     let missed = resume - self.next;
                     self.next = resume;
                     return Err(Lagged(missed));
@@ -250,7 +354,8 @@ impl Subscription {
             if let Some(event) = self.try_recv()? {
                 return Ok(event);
             }
-            let log = Arc::clone(&self.log);
+            let graph = Arc::clone(&self.graph);
+            let log = &graph.events;
             let _parked = Parked::new(&log.parked);
             let notified = log.wake.notified();
             let mut notified = std::pin::pin!(notified);
@@ -281,79 +386,146 @@ impl Drop for Parked<'_> {
 
 #[cfg(not(loom))]
 mod slot {
-    use super::{Event, SlotRead};
-    use crossbeam_epoch::{self as epoch, Atomic, Owned};
-    use std::sync::atomic::Ordering;
+    use super::{Record, SlotRead};
+    use crate::unit::{Unit, UnitRef};
+    use std::cmp::Ordering as Cmp;
+    use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+    use std::time::Duration;
 
-    struct Record {
-        seq: u64,
-        event: Option<Event>,
+    const REGISTERED: usize = 1;
+    const DEPENDENCY_ADDED: usize = 2;
+    const STARTED: usize = 3;
+    const COMPLETED: usize = 4;
+    const FAILED: usize = 5;
+    const KIND_MASK: usize = 7;
+    const _: () = assert!(std::mem::align_of::<Unit>() > KIND_MASK);
+
+    /// One ring slot: a seqlock over a record of three words (see the module docs).
+    pub(super) struct Slot {
+        /// `seq << 1`, plus 1 while a writer fills the fields; 0 before the first record.
+        version: AtomicU64,
+        /// Nanoseconds since the graph's origin.
+        at: AtomicU64,
+        /// The unit's address plus the kind (0 for a tombstone).
+        unit: AtomicUsize,
+        /// The dependency's address, for `DependencyAdded`.
+        other: AtomicUsize,
     }
 
-    pub(super) struct Slot(Atomic<Record>);
+    fn encode(record: Record<'_>) -> (usize, usize) {
+        let address = |unit: &Unit| UnitRef::new(unit).as_ptr() as usize;
+        match record {
+            Record::Tombstone => (0, 0),
+            Record::Registered(unit) => (address(unit) | REGISTERED, 0),
+            Record::DependencyAdded(unit, dependency) => {
+                (address(unit) | DEPENDENCY_ADDED, address(dependency))
+            }
+            Record::Started(unit) => (address(unit) | STARTED, 0),
+            Record::Completed(unit) => (address(unit) | COMPLETED, 0),
+            Record::Failed(unit) => (address(unit) | FAILED, 0),
+        }
+    }
+
+    /// # Safety
+    /// The words must come from `encode` of a record whose units are still alive, and the units
+    /// must stay alive for `'a`.
+    unsafe fn decode<'a>(unit: usize, other: usize) -> Record<'a> {
+        let deref = |address: usize| -> &'a Unit {
+            // SAFETY: the caller's contract: a unit's address, alive for 'a.
+            unsafe { &*((address & !KIND_MASK) as *const Unit) }
+        };
+        match unit & KIND_MASK {
+            REGISTERED => Record::Registered(deref(unit)),
+            DEPENDENCY_ADDED => Record::DependencyAdded(deref(unit), deref(other)),
+            STARTED => Record::Started(deref(unit)),
+            COMPLETED => Record::Completed(deref(unit)),
+            FAILED => Record::Failed(deref(unit)),
+            _ => Record::Tombstone,
+        }
+    }
 
     impl Slot {
         pub(super) fn new() -> Self {
-            Self(Atomic::null())
+            Self {
+                version: AtomicU64::new(0),
+                at: AtomicU64::new(0),
+                unit: AtomicUsize::new(0),
+                other: AtomicUsize::new(0),
+            }
         }
 
-        pub(super) fn publish(&self, seq: u64, event: Option<Event>) {
-            let guard = epoch::pin();
-            let mut record = Owned::new(Record { seq, event });
-            let mut current = self.0.load(Ordering::SeqCst, &guard);
+        pub(super) fn publish(&self, seq: u64, at: Duration, record: Record<'_>) {
+            let (unit, other) = encode(record);
+            let mine = seq << 1;
+            let mut current = self.version.load(Ordering::Acquire);
+            let mut spins = 0u32;
             loop {
-                // SAFETY: records are only freed through `defer_destroy` after being swapped out, so
-                // a pointer loaded under `guard` stays valid until the guard is dropped.
-                if let Some(existing) = unsafe { current.as_ref() } {
-                    if existing.seq >= seq {
-                        return; // a newer lap got here first; our reader lagged anyway
-                    }
+                if current >> 1 >= seq {
+                    return; // a newer lap got here first; its readers lagged anyway
                 }
-                match self.0.compare_exchange(
+                if current & 1 == 1 {
+                    // A writer a whole lap behind is still filling the slot: let it finish.
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                    current = self.version.load(Ordering::Acquire);
+                    continue;
+                }
+                // SeqCst: this claim is the record's visibility point for parked subscribers.
+                match self.version.compare_exchange_weak(
                     current,
-                    record,
+                    mine | 1,
                     Ordering::SeqCst,
-                    Ordering::SeqCst,
-                    &guard,
+                    Ordering::Acquire,
                 ) {
-                    Ok(_) => {
-                        if !current.is_null() {
-                            // SAFETY: `current` was unlinked by our CAS, so no new reader can reach
-                            // it; readers that loaded it earlier are pinned, and `defer_destroy` waits
-                            // for them.
-                            unsafe { guard.defer_destroy(current) };
-                        }
-                        return;
-                    }
-                    Err(failure) => {
-                        current = failure.current;
-                        record = failure.new;
-                    }
+                    Ok(_) => break,
+                    Err(now) => current = now,
                 }
             }
+            // Orders the odd version before the field stores for a reader that sees a field.
+            fence(Ordering::Release);
+            let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
+            self.at.store(nanos, Ordering::Relaxed);
+            self.unit.store(unit, Ordering::Relaxed);
+            self.other.store(other, Ordering::Relaxed);
+            self.version.store(mine, Ordering::Release);
         }
 
         pub(super) fn read(&self, seq: u64) -> SlotRead {
-            let guard = epoch::pin();
-            let current = self.0.load(Ordering::SeqCst, &guard);
-            // SAFETY: see `publish`: loaded under `guard`, freed only after it is unpinned.
-            match unsafe { current.as_ref() } {
-                None => SlotRead::NotYet,
-                Some(record) if record.seq == seq => SlotRead::Present(record.event.clone()),
-                Some(record) if record.seq < seq => SlotRead::NotYet,
-                Some(_) => SlotRead::Overwritten,
-            }
-        }
-    }
-
-    impl Drop for Slot {
-        fn drop(&mut self) {
-            // SAFETY: `&mut self`: no reader can hold the record any more.
-            let guard = unsafe { epoch::unprotected() };
-            let current = self.0.load(Ordering::Relaxed, guard);
-            if !current.is_null() {
-                // SAFETY: exclusive access; freed exactly once.
-                drop(unsafe { current.into_owned() });
+            let mut spins = 0u32;
+            loop {
+                let before = self.version.load(Ordering::SeqCst);
+                match (before >> 1).cmp(&seq) {
+                    Cmp::Less => return SlotRead::NotYet,
+                    Cmp::Greater => return SlotRead::Overwritten,
+                    Cmp::Equal if before & 1 == 1 => {
+                        // Claimed for our number: the record is as good as there (module docs), so
+                        // wait for the writer's last stores rather than answer "not yet".
+                        spins += 1;
+                        if spins < 64 {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
+                        continue;
+                    }
+                    Cmp::Equal => {}
+                }
+                let at = self.at.load(Ordering::Relaxed);
+                let unit = self.unit.load(Ordering::Relaxed);
+                let other = self.other.load(Ordering::Relaxed);
+                fence(Ordering::Acquire);
+                if self.version.load(Ordering::Relaxed) != before {
+                    continue; // overwritten while we read: look again
+                }
+                // SAFETY: the version did not move, so the words are the ones `publish` wrote for
+                // `seq`, from `encode` of live units. Units are freed only with the graph, and the
+                // subscription reading this holds the graph.
+                let record = unsafe { decode(unit, other) };
+                return SlotRead::Present(record.event(seq, Duration::from_nanos(at)));
             }
         }
     }
@@ -361,10 +533,12 @@ mod slot {
 
 #[cfg(loom)]
 mod slot {
-    use super::{Event, SlotRead};
+    use super::{Event, Record, SlotRead};
     use crate::sync::{lock, Mutex};
+    use std::time::Duration;
 
-    /// The loom stand-in: one mutex per slot, the same keep-the-newest rule.
+    /// The loom stand-in: one mutex per slot, the same keep-the-newest rule, and the event built
+    /// when it is published (from the same unit records a production reader reads later).
     pub(super) struct Slot(Mutex<Option<(u64, Option<Event>)>>);
 
     impl Slot {
@@ -372,7 +546,8 @@ mod slot {
             Self(Mutex::new(None))
         }
 
-        pub(super) fn publish(&self, seq: u64, event: Option<Event>) {
+        pub(super) fn publish(&self, seq: u64, at: Duration, record: Record<'_>) {
+            let event = record.event(seq, at);
             let mut slot = lock(&self.0);
             if slot.as_ref().is_none_or(|(existing, _)| *existing < seq) {
                 *slot = Some((seq, event));
@@ -387,5 +562,79 @@ mod slot {
                 Some(_) => SlotRead::Overwritten,
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{EventKind, Graph};
+
+    /// Writers on four threads lap a small ring many times over while a reader follows it: every
+    /// record the reader gets is whole (its unit and kind agree, numbers increase), and it is told
+    /// when it lagged instead of getting a torn or stale record.
+    #[test]
+    fn seqlock_slots_survive_lapping_writers() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let graph = Graph::with_event_capacity(8);
+        let mut feed = graph.subscribe_from(1);
+        let finished = AtomicUsize::new(0);
+        let (mut seen, mut lagged) = (0u64, 0u64);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (graph, finished) = (graph.clone(), &finished);
+                scope.spawn(move || {
+                    for i in 0..2_000 {
+                        let unit = format!("t{t}_{i}");
+                        graph.register(&unit).unwrap();
+                        graph.try_start(&unit).unwrap();
+                        graph.complete(&unit).unwrap();
+                    }
+                    finished.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            let mut last = 0;
+            loop {
+                let done = finished.load(Ordering::SeqCst) == 4;
+                match feed.try_recv() {
+                    Ok(Some(event)) => {
+                        assert!(event.seq > last);
+                        last = event.seq;
+                        let unit = event.kind.unit().as_str();
+                        assert!(unit.starts_with('t') && unit.contains('_'), "{event:?}");
+                        if let EventKind::Started { by, .. } = &event.kind {
+                            assert_eq!(by, &None);
+                        }
+                        seen += 1;
+                    }
+                    Ok(None) if done => break,
+                    Ok(None) => std::thread::yield_now(),
+                    Err(missed) => lagged += missed.0,
+                }
+            }
+        });
+        assert!(seen > 0);
+        assert_eq!(
+            seen + lagged,
+            graph.next_event_seq() - 1,
+            "every number read or skipped"
+        );
+        // Afterwards, the last `capacity` numbers are all there, in order.
+        let next = graph.next_event_seq();
+        let mut tail = graph.subscribe_from(next - 8);
+        for seq in next - 8..next {
+            assert_eq!(tail.try_recv().unwrap().unwrap().seq, seq);
+        }
+        assert_eq!(tail.try_recv(), Ok(None));
+    }
+
+    /// A subscription holds the graph: its records point to units, which must outlive it.
+    #[test]
+    fn a_subscription_outlives_its_graph_handle() {
+        let graph = Graph::new();
+        let mut feed = graph.subscribe();
+        graph.register("a").unwrap();
+        drop(graph);
+        let event = feed.try_recv().unwrap().unwrap();
+        assert_eq!(event.kind.unit().as_str(), "a");
     }
 }

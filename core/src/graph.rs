@@ -1,24 +1,43 @@
 //! The dependency graph: every operation of SPEC §2–§3 on units, with no I/O.
 //!
 //! # Concurrency design
-//! - **Units** live in a sharded `dashmap` (see `table`) and are never removed while the graph lives.
+//! - **Units** live in the unit table, a `dashmap` keyed by the units themselves (see `table`), which
+//!   owns them until the graph is dropped. Each operation on a name looks it up once, holding one of
+//!   the map's shard read locks for that probe only (two atomic read-modify-writes on the shard's
+//!   lock word: after the clock, the largest cost of a `start`, `complete` or readiness check); a
+//!   name's unit is created exactly once, under the shard's write lock, held only for that
+//!   insertion (so a new name costs a second probe). Inside the crate a unit is a plain `&Unit`
+//!   borrowed from the graph, and edges and event records point to units directly: no reference
+//!   counting on any path (see `unit`).
 //! - **Status** (state, unmet-dependency count, last event number) is one `AtomicU64` per unit
 //!   (see `state`). Every status change is a single CAS on that word: that CAS is the operation's
 //!   *linearization point*. `start` succeeds only by CAS-ing `(pending, unmet = 0)` to `started`, so the
 //!   readiness check and the transition are one step, and nothing can slip between them.
-//! - **Edges** are two lock-free append-only lists per unit (see `edges`). A unit that completes or
-//!   fails *seals* its dependents list and walks the edges pushed before the seal; an edge pushed after
-//!   the seal is still linked (snapshots and the cycle check see every edge) but is accounted for by
-//!   its inserter. Exactly one of them does.
+//! - **Edges** are two lock-free append-only lists per unit, on `crossbeam-epoch` (see `edges`):
+//!   each push or walk pins the thread once (`want` holds one pin across all its list operations).
+//!   A unit that completes or fails *seals* its dependents list and walks the edges pushed before
+//!   the seal; an edge pushed after the seal is still linked (snapshots and the cycle check see every
+//!   edge) but is accounted for by its inserter. Exactly one of them does.
 //! - **Readiness** is `unmet == 0`. `want` raises the count (CAS, only while pending) *before* it
 //!   publishes the edge, so a finisher can never decrement below zero; completing a unit decrements each
 //!   direct dependent once (`fetch_sub`) and touches nothing else.
 //! - **Failure** propagates along sealed dependents lists to every unit that has not started.
-//! - **Structural changes** (registering a new name, adding edges) are serialised by one short
-//!   *structure lock*, which also guards the topological order used for the cycle check (see `topo`).
-//!   Status changes, readiness queries and wake-ups never take it.
-//! - **Waiters** park on their unit's `Notify`, which is signalled after every change of the unit's
-//!   status and of any of its dependencies' states (see `waiting`).
+//! - **Registration** of a new name takes no graph-wide lock: the table creates the unit, with its
+//!   place in the topological order taken from an atomic counter (registered units count up, units
+//!   first seen as a dependency count down; see `topo`). A new unit has no edges, so any fresh order
+//!   agrees with every edge it has.
+//! - **Edge insertion** (`want`) is serialised by one short *structure lock*, which also guards the
+//!   topological order used for the cycle check (see `topo`). Under it `want` only checks, counts
+//!   and links; it publishes its events and wakes waiters after releasing it. Status changes,
+//!   readiness queries, registration and wake-ups never take it.
+//! - **Waiters** park on their unit's notification, allocated by the first waiter (see
+//!   `sync::LazyNotify`): a unit nobody waits on pays one atomic load per notification. It is
+//!   signalled after every change of the unit's status (its own transitions, its unmet count
+//!   dropping, edges added to it) and of any of its dependencies' states, always *after* the
+//!   read-modify-write of the status word concerned; a waiter enables its `Notified`, then does a
+//!   no-op read-modify-write on each status word it is about to read (see `waiting`). Every write to
+//!   a status word being a read-modify-write, one of the two sees the other: that is why no wake-up
+//!   is lost, and it holds with acquire/release alone.
 //! - **Start claims.** A start may carry an opaque *claim* naming its starter
 //!   ([`Graph::start_claimed`]). A claimed start holds the unit's records mutex (see `unit`) across its
 //!   `pending → started` CAS and stores the claim before unlocking; unclaimed starts never take it. So
@@ -28,14 +47,20 @@
 //!   claimed start that loses the CAS writes nothing. This is the same argument as for the failure
 //!   record, which the failing thread writes under the same lock. The claim is what makes a retried
 //!   start idempotent: the same claim on a started unit answers `Started` again, with no new event.
+//! - **Events** are published after the change they describe (and after the records lock is
+//!   released): an event record names the units it is about, and a reader rebuilds the claim or the
+//!   failure from the unit's records, which are final by then (see `events`).
 //! - **Journaling.** A graph built with an [`EventSink`] hands it every event and tombstone from the
 //!   publishing thread (see `events`); a graph without one pays a `None` check. A graph can be rebuilt
 //!   from a journal's events with [`GraphBuilder::restore`] (see `restore`), which applies each event
 //!   to the state directly, with its original number and timestamp, before the graph is shared.
-//! - **Timestamps** of a transition are read after loading the status word it changes and before its
-//!   CAS, and the transition's event carries the same instant. So `registered ≤ started ≤ finished`
-//!   holds for the stored values even when different threads make the changes (a snapshot taken during
-//!   a transition may see the new state a moment before its timestamp).
+//! - **Timestamps** of a transition are read (once) after loading the status word it changes and
+//!   before its CAS, and the transition's event carries the same instant. A `want` reads one instant,
+//!   before it takes the structure lock, for its registration and all its edges: a registration
+//!   follows no earlier stamp, so only "before the CAS" matters there. So `registered ≤ started ≤
+//!   finished` holds for the stored values even when different threads make the changes (a snapshot
+//!   taken during a transition may see the new state a moment before its timestamp). Reading the
+//!   clock (`Instant::now`, about 20 ns) is the largest single cost of a start or a completion.
 //!
 //! # Invariants
 //! 1. `unmet(u)` = number of `u`'s dependency edges whose dependency has not completed, *plus* the
@@ -45,27 +70,33 @@
 //!    completed at that instant.
 //! 3. A unit whose dependency failed is failed before it can start: the failed dependency never
 //!    completes, so the dependent's `unmet` stays above zero until propagation reaches it.
-//! 4. The topological order agrees with every edge whenever the structure lock is free.
+//! 4. The topological order agrees with every edge whenever the structure lock is free, and no two
+//!    units share an order.
 //! 5. Event numbers of one unit increase with its real order of changes (see `events`).
 //! 6. A unit's start claim is set at most once, by the start whose CAS made it `started`, before any
 //!    reader that saw `started` can lock the records mutex; it is never changed afterwards.
+//! 7. A name has at most one unit, and a unit, once created, lives (at the same address) as long as
+//!    the graph.
 //!
 //! # Linearization points
-//! `register`/promotion, `start`, `complete` and `fail`: the CAS on the unit's status word. `want`:
-//! its CAS counting the new edges (after which nothing can fail). A retried claimed start that finds
-//! its own claim: the status load that saw `started` (the claim is read under the records lock).
-//! Restoring is not concurrent with anything: the graph is shared only once it is rebuilt.
+//! `register`/promotion, `start`, `complete` and `fail`: the CAS on the unit's status word (for a new
+//! name, the table insertion of a unit already registered). `want`: its CAS counting the new edges
+//! (after which nothing can fail); a `want` on a name nobody mentioned first creates the unit as
+//! `unknown`, which is indistinguishable from someone having waited for it just before. A retried
+//! claimed start that finds its own claim: the status load that saw `started` (the claim is read
+//! under the records lock). Restoring is not concurrent with anything: the graph is shared only once
+//! it is rebuilt.
 
-use crate::edges::Sealed;
-use crate::error::{valid_name, GraphError, Operation};
-use crate::events::{Event, EventKind, EventLog, EventSink, Subscription};
+use crate::edges::{self, EdgeList, Prepared, Sealed};
+use crate::error::{check_name, GraphError, Operation};
+use crate::events::{Event, EventLog, EventSink, Record, Subscription};
 use crate::name::UnitName;
 use crate::restore::RestoreError;
 use crate::state::{StatusWord, UnitState, MAX_UNMET, ONE_UNMET};
-use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicI64, AtomicUsize, Mutex, MutexGuard, Ordering, Padded};
 use crate::table::UnitTable;
 use crate::topo;
-use crate::unit::{Failure, Stamp, Unit};
+use crate::unit::{Failure, Stamp, Unit, UnitRef};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -78,37 +109,29 @@ pub struct Graph {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// The graph's shared state. The fields that threads write often (the structure lock, the order
+/// counters, the waiter count, and the event counter inside `events`) each sit on cache lines of
+/// their own, apart from what every operation reads (the table's hasher and shard array, the origin).
 pub(crate) struct Inner {
     pub(crate) units: UnitTable,
-    structure: Mutex<Structure>,
-    pub(crate) events: Arc<EventLog>,
+    /// The right to add edges, and the topological order (see `topo`).
+    structure: Padded<Mutex<()>>,
+    /// Where new units go in the topological order.
+    next_order: Padded<NextOrder>,
+    pub(crate) events: EventLog,
     /// Where every event also goes (a journal), if anywhere.
     sink: Option<std::sync::Arc<dyn EventSink>>,
     origin: Instant,
     /// Wait futures currently asleep (see [`Graph::parked_waiters`]).
-    pub(crate) parked_waiters: AtomicUsize,
+    pub(crate) parked_waiters: Padded<AtomicUsize>,
 }
 
-/// What the structure lock guards besides the right to add edges and names.
-pub(crate) struct Structure {
-    /// Next topological order for a registered unit (grows up).
-    next_registered: i64,
-    /// Next topological order for a unit first seen as a dependency (grows down).
-    next_unknown: i64,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        for unit in self.units.all() {
-            // SAFETY: the graph is being dropped, and units are reachable only through it (its table
-            // and the edge lists of its units; every future and subscription that uses a unit holds a
-            // `Graph`, which keeps `Inner` alive). So no other thread can touch these lists now.
-            unsafe {
-                unit.dependencies.clear();
-                unit.dependents.clear();
-            }
-        }
-    }
+/// The next topological orders for new units (see `topo`).
+struct NextOrder {
+    /// For a registered unit: grows up.
+    registered: AtomicI64,
+    /// For a unit first seen as a dependency: grows down.
+    unknown: AtomicI64,
 }
 
 /// The state of one dependency of a unit.
@@ -225,14 +248,15 @@ impl GraphBuilder {
         Graph {
             inner: Arc::new(Inner {
                 units: UnitTable::new(),
-                structure: Mutex::new(Structure {
-                    next_registered: 0,
-                    next_unknown: -1,
+                structure: Padded(Mutex::new(())),
+                next_order: Padded(NextOrder {
+                    registered: AtomicI64::new(0),
+                    unknown: AtomicI64::new(-1),
                 }),
-                events: Arc::new(EventLog::new(self.event_capacity)),
+                events: EventLog::new(self.event_capacity),
                 sink: self.sink,
                 origin: self.origin.unwrap_or_else(Instant::now),
-                parked_waiters: AtomicUsize::new(0),
+                parked_waiters: Padded(AtomicUsize::new(0)),
             }),
         }
     }
@@ -302,8 +326,8 @@ impl Graph {
     /// Registers `unit` as pending if it is new or only known as a dependency.
     /// Returns whether it was registered by this call.
     pub fn register(&self, unit: &str) -> Result<bool, GraphError> {
-        let name = valid_name(unit)?;
-        Ok(self.ensure_registered(&name).1)
+        check_name(unit)?;
+        Ok(self.ensure_registered(unit).1)
     }
 
     /// Makes `unit` wait for every one of `dependencies` (SPEC §3 `want`): all edges or none.
@@ -316,144 +340,167 @@ impl Graph {
         unit: &str,
         dependencies: &[S],
     ) -> Result<WantOutcome, GraphError> {
-        let name = valid_name(unit)?;
-        let mut wanted: Vec<UnitName> = Vec::with_capacity(dependencies.len());
-        let mut distinct = std::collections::HashSet::new();
+        check_name(unit)?;
+        // Every name is checked (and duplicates dropped) before anything changes.
+        let mut edges: Vec<Edge<'_, '_>> = Vec::with_capacity(dependencies.len());
+        let mut distinct: Option<std::collections::HashSet<&str>> = None;
         for dependency in dependencies {
-            let dependency = valid_name(dependency.as_ref())?;
-            if dependency == name {
-                return Err(GraphError::SelfDependency { unit: name });
+            let dependency = dependency.as_ref();
+            check_name(dependency)?;
+            if dependency == unit {
+                return Err(GraphError::SelfDependency {
+                    unit: UnitName::from_valid(unit),
+                });
             }
-            if distinct.insert(dependency.clone()) {
-                wanted.push(dependency);
+            // Short lists (the usual case) are deduplicated by a scan, long ones by a set.
+            let new = match &mut distinct {
+                Some(seen) => seen.insert(dependency),
+                None if edges.len() < 16 => edges.iter().all(|edge| edge.name != dependency),
+                None => {
+                    let mut seen: std::collections::HashSet<&str> =
+                        edges.iter().map(|edge| edge.name).collect();
+                    let new = seen.insert(dependency);
+                    distinct = Some(seen);
+                    new
+                }
+            };
+            if new {
+                edges.push(Edge {
+                    name: dependency,
+                    target: None,
+                    nodes: None,
+                    skip: false,
+                });
             }
+        }
+        if edges.len() > MAX_UNMET as usize && self.inner.units.get(unit).is_none() {
+            return Err(too_many(&UnitName::from_valid(unit)));
         }
 
-        let mut structure = lock(&self.inner.structure);
-        let existing = self.inner.units.get(name.as_str());
-        if let Some(unit) = &existing {
-            let state = unit.state();
-            if !matches!(state, UnitState::Unknown | UnitState::Pending) {
-                return Err(wrong_state(unit, Operation::Want, state));
-            }
+        // Outside the structure lock: find (or create) the unit and the dependencies that exist,
+        // allocate the edges' list nodes, and read the clock. A name nobody mentioned has no edge, so
+        // nothing below can refuse it (but a race): it is created as unknown, with a registered
+        // unit's place in the order (after everything registered so far, so the usual edges agree
+        // with the order), and registered by the CAS below. The timestamp may be read before the
+        // word is loaded: the registration it stamps has no earlier stamp to follow, and a start
+        // reads its own clock only after seeing this CAS.
+        let unit = self.ensure_known_as_registered(unit);
+        for edge in &mut edges {
+            edge.resolve(unit, self.inner.units.get(edge.name));
         }
-        let mut new_edges: Vec<(UnitName, Option<Arc<Unit>>)> = Vec::with_capacity(wanted.len());
-        for dependency in wanted {
-            let target = self.inner.units.get(dependency.as_str());
-            if let (Some(unit), Some(target)) = (&existing, &target) {
-                if unit.dependencies.any(|d| Arc::ptr_eq(d, target)) {
+        let at = self.now();
+        // One epoch pin for every list walk and push below (each of which pins again, nested, which
+        // is a counter increment): taken before the structure lock so the lock holder does not pay
+        // for it.
+        let _pin = edges::pin();
+
+        let structure = lock(&self.inner.structure);
+        let state = unit.state();
+        if !matches!(state, UnitState::Unknown | UnitState::Pending) {
+            return Err(wrong_state(unit, Operation::Want, state));
+        }
+        for edge in &mut edges {
+            if edge.target.is_none() {
+                // Absent a moment ago; if it exists now it may have edges: check it like the rest.
+                edge.resolve(unit, self.inner.units.get(edge.name));
+            }
+            if let Some(target) = edge.target {
+                if unit.depends_on(target) {
+                    edge.skip = true;
                     continue;
                 }
                 if let Some(path) = topo::find_cycle(unit, target) {
                     return Err(GraphError::Cycle { path });
                 }
             }
-            new_edges.push((dependency, target));
         }
-        let edge_count = u32::try_from(new_edges.len()).unwrap_or(u32::MAX);
+        edges.retain(|edge| !edge.skip);
+        let edge_count = u32::try_from(edges.len()).unwrap_or(u32::MAX);
 
         // Linearization point: count the new edges as unmet in the unit's word, only while it is
         // still unknown/pending. After this CAS nothing can fail, so the change is all-or-nothing.
-        let (unit, registered_at, first_seq) = match existing {
-            Some(unit) => loop {
-                let word = unit.word();
-                let state = word.state();
-                if !matches!(state, UnitState::Unknown | UnitState::Pending) {
-                    return Err(wrong_state(&unit, Operation::Want, state));
-                }
-                if u64::from(word.unmet()) + u64::from(edge_count) > u64::from(MAX_UNMET) {
-                    return Err(too_many(&name));
-                }
-                let registering = state == UnitState::Unknown;
-                let count = u64::from(edge_count) + u64::from(registering);
-                if count == 0 {
-                    return Ok(WantOutcome {
-                        registered: false,
-                        added: Vec::new(),
-                    });
-                }
-                let registered_at = registering.then(|| self.now());
-                let first = self.inner.events.reserve(count);
-                let last = first + count - 1;
-                let next = word
-                    .with_more_unmet(edge_count, last)
-                    .with_state(UnitState::Pending, last);
-                match unit.transition(word, next) {
-                    Ok(()) => {
-                        if let Some(at) = registered_at {
-                            unit.stamp(Stamp::Registered, at);
-                        }
-                        break (unit, registered_at, first);
+        let (first_seq, registered) = loop {
+            let word = unit.word();
+            let state = word.state();
+            if !matches!(state, UnitState::Unknown | UnitState::Pending) {
+                return Err(wrong_state(unit, Operation::Want, state));
+            }
+            if u64::from(word.unmet()) + u64::from(edge_count) > u64::from(MAX_UNMET) {
+                return Err(too_many(&unit.name));
+            }
+            let registering = state == UnitState::Unknown;
+            let count = u64::from(edge_count) + u64::from(registering);
+            if count == 0 {
+                return Ok(WantOutcome {
+                    registered: false,
+                    added: Vec::new(),
+                });
+            }
+            let first = self.inner.events.reserve(count);
+            let last = first + count - 1;
+            let next = word
+                .with_more_unmet(edge_count, last)
+                .with_state(UnitState::Pending, last);
+            match unit.transition(word, next) {
+                Ok(()) => {
+                    if registering {
+                        unit.stamp(Stamp::Registered, at);
                     }
-                    Err(_) => self.tombstones(first, count),
+                    break (first, registering);
                 }
-            },
-            None => {
-                if edge_count > MAX_UNMET {
-                    return Err(too_many(&name));
-                }
-                let count = u64::from(edge_count) + 1;
-                let at = self.now();
-                let first = self.inner.events.reserve(count);
-                let word = StatusWord::new(UnitState::Pending, first + count - 1)
-                    .with_more_unmet(edge_count, first + count - 1);
-                let unit = self.insert_unit(&mut structure, name.clone(), word, Some(at));
-                (unit, Some(at), first)
+                Err(_) => self.tombstones(first, count),
             }
         };
 
-        let registered = registered_at.is_some();
-        let mut seq = first_seq;
-        if let Some(at) = registered_at {
-            self.publish(seq, at, EventKind::Registered { unit: name.clone() });
-            seq += 1;
-        }
-        let mut added = Vec::with_capacity(new_edges.len());
         let mut failed_dependencies = Vec::new();
-        for (dependency_name, target) in new_edges {
-            let target = target.unwrap_or_else(|| {
-                self.insert_unit(
-                    &mut structure,
-                    dependency_name.clone(),
-                    StatusWord::new(UnitState::Unknown, 0),
-                    None,
-                )
-            });
-            topo::restore_order(&unit, &target);
+        for edge in &mut edges {
+            // Still absent: no edge can reach it while we hold the lock, so it closes no cycle.
+            let target = match edge.target {
+                Some(target) => target,
+                None => {
+                    let target = self.ensure_known(edge.name);
+                    edge.resolve(unit, Some(target));
+                    target
+                }
+            };
+            let (ours, theirs) = edge.nodes.take().expect("edge nodes prepared");
+            topo::restore_order(unit, target);
             // Our own dependencies list is never sealed.
-            let _ = unit.dependencies.push(Arc::clone(&target));
-            self.publish(
-                seq,
-                self.now(),
-                EventKind::DependencyAdded {
-                    unit: name.clone(),
-                    dependency: dependency_name.clone(),
-                },
-            );
-            seq += 1;
-            if let Err(Sealed) = target.dependents.push(Arc::clone(&unit)) {
+            let _ = unit.dependencies.push_prepared(ours);
+            if let Err(Sealed) = target.dependents.push_prepared(theirs) {
                 // The dependency finished (and walked its dependents) before our edge landed: we
                 // account for the edge ourselves.
                 match target.state() {
-                    UnitState::Completed => satisfy(&unit),
+                    UnitState::Completed => satisfy(unit),
                     _ => failed_dependencies.push(target),
                 }
             }
-            added.push(dependency_name);
         }
         drop(structure);
 
-        unit.changed.notify_waiters();
+        let mut seq = first_seq;
         if registered {
-            self.notify_dependents(&unit);
+            self.publish(seq, at, Record::Registered(unit));
+            seq += 1;
+        }
+        let mut added = Vec::with_capacity(edges.len());
+        for edge in &edges {
+            let target = edge.target.expect("edge resolved");
+            self.publish(seq, at, Record::DependencyAdded(unit, target));
+            seq += 1;
+            added.push(target.name.clone());
+        }
+        unit.notify();
+        if registered {
+            self.notify_dependents(unit);
         }
         for dependency in failed_dependencies {
-            let (cause, cause_reason) = root_cause(&dependency);
+            let (cause, cause_reason) = root_cause(dependency);
             if self
-                .fail_unit(&unit, propagated_failure(&cause, &cause_reason), false)
+                .fail_unit(unit, propagated_failure(&cause, &cause_reason), false)
                 .is_ok()
             {
-                self.propagate(&unit, &cause, &cause_reason);
+                self.propagate(unit, &cause, &cause_reason);
             }
         }
         Ok(WantOutcome { registered, added })
@@ -479,14 +526,14 @@ impl Graph {
         unit: &str,
         claim: Option<&str>,
     ) -> Result<StartAttempt, GraphError> {
-        let name = valid_name(unit)?;
-        let (unit, _) = self.ensure_registered(&name);
-        self.try_start_unit(&unit, claim)
+        check_name(unit)?;
+        let (unit, _) = self.ensure_registered(unit);
+        self.try_start_unit(unit, claim)
     }
 
     pub(crate) fn try_start_unit(
         &self,
-        unit: &Arc<Unit>,
+        unit: &Unit,
         claim: Option<&str>,
     ) -> Result<StartAttempt, GraphError> {
         // A claimed start holds the records lock across its CAS and writes the claim before letting
@@ -500,20 +547,13 @@ impl Graph {
                     let seq = self.inner.events.reserve(1);
                     match unit.transition(word, word.with_state(UnitState::Started, seq)) {
                         Ok(()) => {
-                            if let (Some(records), Some(claim)) = (records.as_mut(), claim) {
-                                records.started_by = Some(std::sync::Arc::from(claim));
+                            if let Some(records) = records.as_mut() {
+                                records.set_started_by(claim);
                             }
                             drop(records);
                             unit.stamp(Stamp::Started, at);
-                            self.publish(
-                                seq,
-                                at,
-                                EventKind::Started {
-                                    unit: unit.name.clone(),
-                                    by: claim.map(str::to_owned),
-                                },
-                            );
-                            unit.changed.notify_waiters();
+                            self.publish(seq, at, Record::Started(unit));
+                            unit.notify();
                             self.notify_dependents(unit);
                             return Ok(StartAttempt::Started);
                         }
@@ -528,7 +568,7 @@ impl Graph {
                 UnitState::Started
                     if records
                         .as_ref()
-                        .is_some_and(|records| records.started_by.as_deref() == claim) =>
+                        .is_some_and(|records| records.started_by() == claim) =>
                 {
                     return Ok(StartAttempt::Started);
                 }
@@ -552,7 +592,7 @@ impl Graph {
             let word = unit.word();
             let state = word.state();
             if state != UnitState::Started {
-                return Err(wrong_state(&unit, Operation::Complete, state));
+                return Err(wrong_state(unit, Operation::Complete, state));
             }
             let at = self.now();
             let seq = self.inner.events.reserve(1);
@@ -562,15 +602,9 @@ impl Graph {
             }
         };
         unit.stamp(Stamp::Finished, at);
-        self.publish(
-            seq,
-            at,
-            EventKind::Completed {
-                unit: unit.name.clone(),
-            },
-        );
-        unit.dependents.seal(satisfy);
-        unit.changed.notify_waiters();
+        self.publish(seq, at, Record::Completed(unit));
+        unit.seal_dependents(satisfy);
+        unit.notify();
         Ok(())
     }
 
@@ -578,17 +612,17 @@ impl Graph {
     /// unit that depends on it, directly or transitively, and has not started, with reason
     /// `dependency <unit> failed`.
     pub fn fail(&self, unit: &str, reason: &str) -> Result<FailOutcome, GraphError> {
-        let name = valid_name(unit)?;
-        let (unit, _) = self.ensure_registered(&name);
+        check_name(unit)?;
+        let (unit, _) = self.ensure_registered(unit);
         let failure = Failure {
             reason: reason.to_owned(),
             cause: None,
             cause_reason: None,
         };
-        self.fail_unit(&unit, failure, true)
-            .map_err(|state| wrong_state(&unit, Operation::Fail, state))?;
+        self.fail_unit(unit, failure, true)
+            .map_err(|state| wrong_state(unit, Operation::Fail, state))?;
         Ok(FailOutcome {
-            propagated: self.propagate(&unit, &name, reason),
+            propagated: self.propagate(unit, &unit.name, reason),
         })
     }
 
@@ -599,7 +633,7 @@ impl Graph {
     /// completes or fails meanwhile is left alone. `matches` is called without any graph lock held.
     /// Walks every unit: O(units).
     pub fn fail_started_by(&self, matches: impl Fn(&str) -> bool, reason: &str) -> Vec<UnitName> {
-        let mut claimed: Vec<Arc<Unit>> = self
+        let mut claimed: Vec<&Unit> = self
             .inner
             .units
             .all()
@@ -615,8 +649,8 @@ impl Graph {
                 cause: None,
                 cause_reason: None,
             };
-            if self.fail_unit(&unit, failure, true).is_ok() {
-                self.propagate(&unit, &unit.name, reason);
+            if self.fail_unit(unit, failure, true).is_ok() {
+                self.propagate(unit, &unit.name, reason);
                 failed.push(unit.name.clone());
             }
         }
@@ -630,29 +664,35 @@ impl Graph {
 
     /// The state of `unit`, or `None` if no script ever mentioned it.
     pub fn state(&self, unit: &str) -> Option<UnitState> {
-        self.inner.units.get(unit).map(|u| u.state())
+        self.inner.units.get(unit).map(Unit::state)
     }
 
     /// Everything known about `unit`.
     pub fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, GraphError> {
-        Ok(snapshot_of(&self.existing(unit)?))
+        Ok(snapshot_of(self.existing(unit)?))
     }
 
     /// Snapshots of every unit the graph knows (unknown ones included), sorted by name.
     pub fn list(&self) -> Vec<UnitSnapshot> {
-        let mut all: Vec<UnitSnapshot> = self.inner.units.all().iter().map(snapshot_of).collect();
+        let mut all: Vec<UnitSnapshot> = self
+            .inner
+            .units
+            .all()
+            .into_iter()
+            .map(snapshot_of)
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     /// A feed of every event from now on.
     pub fn subscribe(&self) -> Subscription {
-        Subscription::new(Arc::clone(&self.inner.events), None)
+        Subscription::new(Arc::clone(&self.inner), None)
     }
 
     /// A feed starting at event `seq` (if it is still buffered; otherwise the first receive lags).
     pub fn subscribe_from(&self, seq: u64) -> Subscription {
-        Subscription::new(Arc::clone(&self.inner.events), Some(seq))
+        Subscription::new(Arc::clone(&self.inner), Some(seq))
     }
 
     /// The number the next event will get.
@@ -671,89 +711,119 @@ impl Graph {
         self.inner.parked_waiters.load(Ordering::Relaxed)
     }
 
-    // ---- internals shared with `waiting` ----
+    // ---- internals shared with `waiting` and `restore` ----
 
     pub(crate) fn now(&self) -> Duration {
         self.inner.origin.elapsed()
     }
 
-    pub(crate) fn existing(&self, unit: &str) -> Result<Arc<Unit>, GraphError> {
-        let name = valid_name(unit)?;
+    /// The unit named `unit` (checked here), or `NoSuchUnit`.
+    pub(crate) fn existing(&self, unit: &str) -> Result<&Unit, GraphError> {
+        check_name(unit)?;
         self.inner
             .units
-            .get(name.as_str())
-            .ok_or(GraphError::NoSuchUnit { unit: name })
+            .get(unit)
+            .ok_or_else(|| GraphError::NoSuchUnit {
+                unit: UnitName::from_valid(unit),
+            })
     }
 
-    /// The unit named `name`, registered (pending) if it was new or unknown; and whether this call
-    /// registered it.
-    pub(crate) fn ensure_registered(&self, name: &UnitName) -> (Arc<Unit>, bool) {
-        if let Some(unit) = self.inner.units.get(name.as_str()) {
-            let promoted = self.promote(&unit);
-            return (unit, promoted);
+    /// A place in the topological order for a new unit: after every registered unit, or (for a unit
+    /// first seen as a dependency, which has no dependencies of its own) before every unit. Unique.
+    fn next_order(&self, registered: bool) -> i64 {
+        if registered {
+            self.inner
+                .next_order
+                .registered
+                .fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.inner
+                .next_order
+                .unknown
+                .fetch_sub(1, Ordering::Relaxed)
         }
-        let mut structure = lock(&self.inner.structure);
-        if let Some(unit) = self.inner.units.get(name.as_str()) {
-            drop(structure);
-            let promoted = self.promote(&unit);
-            return (unit, promoted);
-        }
-        let at = self.now();
-        let seq = self.inner.events.reserve(1);
-        let unit = self.insert_unit(
-            &mut structure,
-            name.clone(),
-            StatusWord::new(UnitState::Pending, seq),
-            Some(at),
+    }
+
+    /// The unit named `name` (a valid name), registered (pending) if it was new or unknown; and
+    /// whether this call registered it.
+    pub(crate) fn ensure_registered(&self, name: &str) -> (&Unit, bool) {
+        // One lookup for a name that exists; for a new one, the insertion (see `table`).
+        let mut created = None;
+        let at = std::cell::Cell::new(Duration::ZERO);
+        let (unit, _) = self.inner.units.get_or_insert_with(
+            name,
+            || {
+                // The clock is read outside the table's lock (reading it changes nothing, so a
+                // losing candidate may read it too).
+                at.set(self.now());
+                candidate(name)
+            },
+            |unit| {
+                // Registered before anyone else can see it: numbered, stamped and ordered here, by
+                // the one call that creates the unit.
+                let at = at.get();
+                let seq = self.inner.events.reserve(1);
+                unit.overwrite_word(StatusWord::new(UnitState::Pending, seq));
+                unit.set_order(self.next_order(true));
+                unit.stamp(Stamp::Registered, at);
+                created = Some((seq, at));
+            },
         );
-        drop(structure);
-        self.publish(seq, at, EventKind::Registered { unit: name.clone() });
-        (unit, true)
-    }
-
-    /// The unit named `name`, created as `unknown` if no script mentioned it yet (for waiting on it).
-    pub(crate) fn ensure_known(&self, name: &UnitName) -> Arc<Unit> {
-        if let Some(unit) = self.inner.units.get(name.as_str()) {
-            return unit;
-        }
-        let mut structure = lock(&self.inner.structure);
-        match self.inner.units.get(name.as_str()) {
-            Some(unit) => unit,
-            None => self.insert_unit(
-                &mut structure,
-                name.clone(),
-                StatusWord::new(UnitState::Unknown, 0),
-                None,
-            ),
+        match created {
+            // Nobody can wait on a name before it exists, and a new unit has no dependents.
+            Some((seq, at)) => {
+                self.publish(seq, at, Record::Registered(unit));
+                (unit, true)
+            }
+            None => (unit, self.promote(unit)),
         }
     }
 
-    /// Inserts a new unit; the caller holds the structure lock and checked the name is absent. A
-    /// registered unit's timestamp is stamped before any other thread can see the unit.
-    pub(crate) fn insert_unit(
+    /// The unit named `name` (a valid name), created as `unknown` if no script mentioned it yet (for
+    /// waiting on it, or as a dependency).
+    pub(crate) fn ensure_known(&self, name: &str) -> &Unit {
+        self.create(name, false)
+    }
+
+    /// The unit `want` is about to register: created as `unknown` if absent, ordered like a
+    /// registered unit.
+    fn ensure_known_as_registered(&self, name: &str) -> &Unit {
+        self.create(name, true)
+    }
+
+    /// The unit named `name`, created as `unknown` if absent, with a registered unit's place in the
+    /// order if `registered_order`.
+    fn create(&self, name: &str, registered_order: bool) -> &Unit {
+        self.inner
+            .units
+            .get_or_insert_with(
+                name,
+                || candidate(name),
+                |unit| unit.set_order(self.next_order(registered_order)),
+            )
+            .0
+    }
+
+    /// Creates a unit with a given word; only for `restore`, which checked the name is absent.
+    pub(crate) fn create_restored(
         &self,
-        structure: &mut Structure,
-        name: UnitName,
+        name: &UnitName,
         word: StatusWord,
         registered_at: Option<Duration>,
-    ) -> Arc<Unit> {
-        let order = if word.state() == UnitState::Unknown {
-            structure.next_unknown -= 1;
-            structure.next_unknown + 1
-        } else {
-            structure.next_registered += 1;
-            structure.next_registered - 1
-        };
-        let unit = Arc::new(Unit::new(name, word, order));
+    ) -> &Unit {
+        let (unit, _) = self.inner.units.get_or_insert_with(
+            name.as_str(),
+            || Unit::new(name.clone(), word),
+            |unit| unit.set_order(self.next_order(word.state() != UnitState::Unknown)),
+        );
         if let Some(at) = registered_at {
             unit.stamp(Stamp::Registered, at);
         }
-        self.inner.units.insert(Arc::clone(&unit));
         unit
     }
 
     /// Unknown → pending. Returns whether this call did it.
-    fn promote(&self, unit: &Arc<Unit>) -> bool {
+    fn promote(&self, unit: &Unit) -> bool {
         loop {
             let word = unit.word();
             if word.state() != UnitState::Unknown {
@@ -766,14 +836,8 @@ impl Graph {
                 .is_ok()
             {
                 unit.stamp(Stamp::Registered, at);
-                self.publish(
-                    seq,
-                    at,
-                    EventKind::Registered {
-                        unit: unit.name.clone(),
-                    },
-                );
-                unit.changed.notify_waiters();
+                self.publish(seq, at, Record::Registered(unit));
+                unit.notify();
                 self.notify_dependents(unit);
                 return true;
             }
@@ -785,7 +849,7 @@ impl Graph {
     /// `failure`. Returns the state that refused it otherwise.
     fn fail_unit(
         &self,
-        unit: &Arc<Unit>,
+        unit: &Unit,
         failure: Failure,
         allow_started: bool,
     ) -> Result<(), UnitState> {
@@ -806,34 +870,29 @@ impl Graph {
                 Err(_) => self.tombstones(seq, 1),
             }
         };
-        let event = EventKind::Failed {
-            unit: unit.name.clone(),
-            reason: failure.reason.clone(),
-            cause: failure.cause.clone(),
-        };
-        records.failure = Some(Box::new(failure));
+        records.set_failure(failure);
         drop(records);
         unit.stamp(Stamp::Finished, at);
-        self.publish(seq, at, event);
-        unit.changed.notify_waiters();
+        self.publish(seq, at, Record::Failed(unit));
+        unit.notify();
         Ok(())
     }
 
     /// Fails every not-yet-started unit that depends on `root` (which just failed), transitively.
-    fn propagate(&self, root: &Arc<Unit>, cause: &UnitName, cause_reason: &str) -> Vec<UnitName> {
+    fn propagate(&self, root: &Unit, cause: &UnitName, cause_reason: &str) -> Vec<UnitName> {
         let mut failed = Vec::new();
-        let mut stack = vec![Arc::clone(root)];
+        let mut stack = vec![root];
         while let Some(unit) = stack.pop() {
             // Dependents that want `unit` after this seal fail themselves (see `want`).
             let mut dependents = Vec::new();
-            unit.dependents.seal(|d| dependents.push(Arc::clone(d)));
+            unit.seal_dependents(|d| dependents.push(d));
             for dependent in dependents.into_iter().rev() {
                 let failure = propagated_failure(cause, cause_reason);
-                if self.fail_unit(&dependent, failure, false).is_ok() {
+                if self.fail_unit(dependent, failure, false).is_ok() {
                     failed.push(dependent.name.clone());
                     stack.push(dependent);
                 } else {
-                    dependent.changed.notify_waiters();
+                    dependent.notify();
                 }
             }
         }
@@ -841,17 +900,16 @@ impl Graph {
     }
 
     /// Wakes everyone waiting on a unit that depends on `unit` (its state changed).
-    fn notify_dependents(&self, unit: &Arc<Unit>) {
-        unit.dependents.for_each(|d| d.changed.notify_waiters());
+    fn notify_dependents(&self, unit: &Unit) {
+        unit.for_each_dependent(Unit::notify);
     }
 
     /// The one place events leave the graph: to the sink (if any), then into the ring.
-    fn publish(&self, seq: u64, at: Duration, kind: EventKind) {
-        let event = Event { seq, at, kind };
+    fn publish(&self, seq: u64, at: Duration, record: Record<'_>) {
         if let Some(sink) = &self.inner.sink {
-            sink.record(seq, Some(&event));
+            sink.record(seq, record.event(seq, at).as_ref());
         }
-        self.inner.events.publish(seq, Some(event));
+        self.inner.events.publish(seq, at, record);
     }
 
     /// Publishes tombstones for reserved numbers that will carry no event (to the sink too).
@@ -860,21 +918,56 @@ impl Graph {
             if let Some(sink) = &self.inner.sink {
                 sink.record(seq, None);
             }
-            self.inner.events.publish(seq, None);
+            self.inner
+                .events
+                .publish(seq, Duration::ZERO, Record::Tombstone);
         }
     }
 
-    // ---- internals for `restore` ----
-
-    pub(crate) fn structure(&self) -> crate::sync::MutexGuard<'_, Structure> {
+    /// The structure lock, for `restore` (which reuses the topological-order code).
+    pub(crate) fn structure(&self) -> MutexGuard<'_, ()> {
         lock(&self.inner.structure)
     }
 }
 
+/// One dependency named in a `want`: its unit once known, and the two list nodes that will link it
+/// (allocated before the structure lock is taken).
+struct Edge<'n, 'g> {
+    name: &'n str,
+    target: Option<&'g Unit>,
+    /// For the unit's dependencies list and for the target's dependents list.
+    nodes: Option<(Prepared<UnitRef>, Prepared<UnitRef>)>,
+    /// Already an edge: nothing to do.
+    skip: bool,
+}
+
+impl<'g> Edge<'_, 'g> {
+    /// Records `target` (if found) and prepares the nodes linking it to `unit`.
+    fn resolve(&mut self, unit: &'g Unit, target: Option<&'g Unit>) {
+        if let Some(target) = target {
+            self.target = Some(target);
+            self.nodes = Some((
+                EdgeList::prepare(UnitRef::new(target)),
+                EdgeList::prepare(UnitRef::new(unit)),
+            ));
+        }
+    }
+}
+
+/// A new unit for the table to insert (see `table`): `unknown`, with no event number and a placeholder
+/// order, which the insertion's `init` replaces. Building one has no side effect, so a candidate that
+/// loses a race to insert the same name is simply dropped.
+fn candidate(name: &str) -> Unit {
+    Unit::new(
+        UnitName::from_valid(name),
+        StatusWord::new(UnitState::Unknown, 0),
+    )
+}
+
 /// One more dependency of `unit` completed.
-fn satisfy(unit: &Arc<Unit>) {
+fn satisfy(unit: &Unit) {
     unit.status.fetch_sub(ONE_UNMET, Ordering::SeqCst);
-    unit.changed.notify_waiters();
+    unit.notify();
 }
 
 fn wrong_state(unit: &Unit, operation: Operation, state: UnitState) -> GraphError {
@@ -929,7 +1022,7 @@ fn propagated_failure(cause: &UnitName, cause_reason: &str) -> Failure {
     }
 }
 
-fn dependency_status(dependency: &Arc<Unit>) -> DependencyStatus {
+fn dependency_status(dependency: &Unit) -> DependencyStatus {
     let current = dependency.state();
     DependencyStatus {
         name: dependency.name.clone(),
@@ -939,12 +1032,10 @@ fn dependency_status(dependency: &Arc<Unit>) -> DependencyStatus {
     }
 }
 
-pub(crate) fn unmet_dependencies(unit: &Arc<Unit>) -> Vec<DependencyStatus> {
+pub(crate) fn unmet_dependencies(unit: &Unit) -> Vec<DependencyStatus> {
     let mut unmet: Vec<DependencyStatus> = unit
-        .dependencies
-        .to_vec()
-        .iter()
-        .rev()
+        .dependencies()
+        .into_iter()
         .map(dependency_status)
         .filter(|d| !d.satisfied)
         .collect();
@@ -952,7 +1043,7 @@ pub(crate) fn unmet_dependencies(unit: &Arc<Unit>) -> Vec<DependencyStatus> {
     unmet
 }
 
-fn snapshot_of(unit: &Arc<Unit>) -> UnitSnapshot {
+fn snapshot_of(unit: &Unit) -> UnitSnapshot {
     let word = unit.word();
     let state = word.state();
     // Read after the word: a unit seen started (or later) has its claim and failure written already.
@@ -961,11 +1052,11 @@ fn snapshot_of(unit: &Arc<Unit>) -> UnitSnapshot {
         _ => {
             let records = unit.records();
             let failure = if state == UnitState::Failed {
-                records.failure.as_deref().cloned()
+                records.failure().cloned()
             } else {
                 None
             };
-            (records.started_by.as_deref().map(str::to_owned), failure)
+            (records.started_by().map(str::to_owned), failure)
         }
     };
     UnitSnapshot {
@@ -973,17 +1064,13 @@ fn snapshot_of(unit: &Arc<Unit>) -> UnitSnapshot {
         state,
         ready: word.ready(),
         dependencies: unit
-            .dependencies
-            .to_vec()
-            .iter()
-            .rev()
+            .dependencies()
+            .into_iter()
             .map(dependency_status)
             .collect(),
         dependents: unit
-            .dependents
-            .to_vec()
-            .iter()
-            .rev()
+            .dependents()
+            .into_iter()
             .map(|d| d.name.clone())
             .collect(),
         registered_at: unit.stamped(Stamp::Registered),

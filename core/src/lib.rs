@@ -23,11 +23,12 @@
 //! # });
 //! ```
 //!
-//! The crate does no I/O and knows no clock but `Instant`. Its lock-free design (one atomic status
-//! word per unit, sealable lock-free edge lists, one short lock for structural changes only) is
-//! described in the `graph` module; its event ordering and the journaling hook ([`EventSink`]) in
-//! `events`; rebuilding a graph from a journal ([`GraphBuilder::restore`]) in `restore`; its cycle
-//! check in `topo`.
+//! The crate does no I/O and knows no clock but `Instant`. Its design (units in a sharded `dashmap`
+//! whose locks are held for one probe, one atomic status word per unit, sealable lock-free edge lists
+//! on `crossbeam-epoch`, a waiter notification allocated only for units someone waits on, one short
+//! lock for adding edges only) is described in the `graph` module; its event ordering and the
+//! journaling hook ([`EventSink`]) in `events`; rebuilding a graph from a journal
+//! ([`GraphBuilder::restore`]) in `restore`; its cycle check in `topo`.
 
 #![warn(missing_docs)]
 

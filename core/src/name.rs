@@ -1,6 +1,8 @@
 //! Unit names: the one place that decides what a valid name is (SPEC §3: 1–255 bytes of UTF-8, no
-//! control characters). A [`UnitName`] is validated once at the edge and then shared cheaply
-//! (`Arc<str>`); nothing else in the crate re-checks names. No I/O, no graph logic.
+//! control characters). Names arriving at the graph are checked without allocating
+//! ([`UnitName::check`]); a [`UnitName`] (shared cheaply, `Arc<str>`) is made only for a unit the graph
+//! creates, or for an error that names one. Nothing else in the crate re-checks names. No I/O, no
+//! graph logic.
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Borrow;
@@ -43,7 +45,7 @@ impl UnitName {
             Err(NameRule::Empty)
         } else if name.len() > MAX_NAME_BYTES {
             Err(NameRule::TooLong)
-        } else if name.chars().any(char::is_control) {
+        } else if has_control(name) {
             Err(NameRule::ControlCharacter)
         } else {
             Ok(())
@@ -55,11 +57,32 @@ impl UnitName {
         &self.0
     }
 
-    /// The shared text, for the unit table's key (the loom stand-in table keys by `String`).
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn shared(&self) -> &Arc<str> {
-        &self.0
+    /// A name the caller already checked (with [`check`](Self::check)); allocates only the text.
+    pub(crate) fn from_valid(name: &str) -> Self {
+        debug_assert!(Self::check(name).is_ok());
+        Self(Arc::from(name))
     }
+}
+
+/// Whether `name` contains a control character (Unicode `Cc`: U+0000–U+001F, U+007F–U+009F), by
+/// bytes: in UTF-8 the first range and U+007F are single bytes below 0x20 or equal to 0x7F (never
+/// part of a longer sequence), and U+0080–U+009F are exactly the pairs `0xC2 0x80..=0x9F`.
+fn has_control(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    // A branch-free scan first (the usual answer is no); pairs only if a 0xC2 lead byte is there.
+    if !bytes.iter().fold(false, |found, &b| {
+        found | (b < 0x20) | (b == 0x7f) | (b == 0xc2)
+    }) {
+        return false;
+    }
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b < 0x20
+            || b == 0x7f
+            || (b == 0xc2
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|next| (0x80..=0x9f).contains(next)))
+    })
 }
 
 impl TryFrom<String> for UnitName {
@@ -128,6 +151,21 @@ mod tests {
         assert_eq!(UnitName::new("a\nb"), Err(NameRule::ControlCharacter));
         assert_eq!(UnitName::new("a\u{7f}"), Err(NameRule::ControlCharacter));
         assert_eq!(UnitName::new("\0"), Err(NameRule::ControlCharacter));
+    }
+
+    #[test]
+    fn the_byte_check_agrees_with_char_is_control() {
+        for c in (0..0x800u32).filter_map(char::from_u32) {
+            for text in [format!("{c}"), format!("a{c}b"), format!("é{c}")] {
+                assert_eq!(
+                    has_control(&text),
+                    text.chars().any(char::is_control),
+                    "{:?}",
+                    text
+                );
+            }
+        }
+        assert!(!has_control("développeur-😀"));
     }
 
     #[test]

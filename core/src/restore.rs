@@ -5,20 +5,20 @@
 //! propagated failure is its own `Failed` event) and must not publish to the sink (the events are in
 //! the journal already). Replay runs on a graph nobody else holds yet, so it overwrites status words
 //! without CAS and takes the structure lock only to reuse the normal insertion and topological-order
-//! code: a unit gets the same topological order, edge lists and timestamps as in the graph that wrote
-//! the journal. An event that does not fit the state it meets (starting a unit that is not ready, an
+//! code: a unit gets the same edge lists and timestamps as in the graph that wrote the journal, and a
+//! valid topological order (the same one, unless registrations raced in the live graph). An event that does not fit the state it meets (starting a unit that is not ready, an
 //! edge that would close a cycle, a number not above the last, ...) is a [`RestoreError`]: the caller
 //! refuses to serve rather than serve a graph that differs from the journaled one. This module must
 //! not be reachable from any operation on a shared graph.
 
 use crate::error::Operation;
-use crate::events::{Event, EventKind};
-use crate::graph::{Graph, Structure};
+use crate::events::{Event, EventKind, Record};
+use crate::graph::Graph;
 use crate::name::UnitName;
 use crate::state::{StatusWord, UnitState, MAX_SEQ, MAX_UNMET, ONE_UNMET};
-use crate::sync::{Arc, Ordering};
+use crate::sync::Ordering;
 use crate::topo;
-use crate::unit::{Failure, Stamp, Unit};
+use crate::unit::{Failure, Stamp, Unit, UnitRef};
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -166,7 +166,7 @@ pub(crate) fn replay(
     graph: &Graph,
     events: impl IntoIterator<Item = Event>,
 ) -> Result<(), RestoreError> {
-    let mut structure = graph.structure();
+    let structure = graph.structure();
     let capacity = graph.inner.events.capacity();
     let mut window: VecDeque<Event> = VecDeque::new();
     let mut last = 0;
@@ -181,7 +181,7 @@ pub(crate) fn replay(
         if event.seq >= MAX_SEQ {
             return Err(refuse(RestoreProblem::SeqTooLarge));
         }
-        apply(graph, &mut structure, &event).map_err(refuse)?;
+        apply(graph, &event).map_err(refuse)?;
         last = event.seq;
         if window.len() == capacity {
             window.pop_front();
@@ -189,17 +189,34 @@ pub(crate) fn replay(
         window.push_back(event);
     }
     drop(structure);
-    graph.inner.events.resume(last + 1, window);
+    // Every unit a windowed event names exists now, and its claim and failure are the ones the
+    // event carried (set once, by that very event): the ring's records rebuild the same events.
+    let units = &graph.inner.units;
+    let unit = |name: &UnitName| units.get(name.as_str()).expect("restored unit");
+    let records = window.iter().map(|event| {
+        let record = match &event.kind {
+            EventKind::Registered { unit: name } => Record::Registered(unit(name)),
+            EventKind::DependencyAdded {
+                unit: name,
+                dependency,
+            } => Record::DependencyAdded(unit(name), unit(dependency)),
+            EventKind::Started { unit: name, .. } => Record::Started(unit(name)),
+            EventKind::Completed { unit: name } => Record::Completed(unit(name)),
+            EventKind::Failed { unit: name, .. } => Record::Failed(unit(name)),
+        };
+        (event.seq, event.at, record)
+    });
+    graph.inner.events.resume(last + 1, records);
     Ok(())
 }
 
-fn apply(graph: &Graph, structure: &mut Structure, event: &Event) -> Result<(), RestoreProblem> {
+fn apply(graph: &Graph, event: &Event) -> Result<(), RestoreProblem> {
     let (seq, at) = (event.seq, event.at);
     match &event.kind {
         EventKind::Registered { unit } => match graph.inner.units.get(unit.as_str()) {
             None => {
                 let word = StatusWord::new(UnitState::Pending, seq);
-                graph.insert_unit(structure, unit.clone(), word, Some(at));
+                graph.create_restored(unit, word, Some(at));
             }
             Some(record) => {
                 let word = record.word();
@@ -220,23 +237,20 @@ fn apply(graph: &Graph, structure: &mut Structure, event: &Event) -> Result<(), 
             }
             let target = match graph.inner.units.get(dependency.as_str()) {
                 Some(target) => {
-                    if record.dependencies.any(|d| Arc::ptr_eq(d, &target)) {
+                    if record.depends_on(target) {
                         return Err(RestoreProblem::DuplicateEdge {
                             unit: unit.clone(),
                             dependency: dependency.clone(),
                         });
                     }
-                    if let Some(path) = topo::find_cycle(&record, &target) {
+                    if let Some(path) = topo::find_cycle(record, target) {
                         return Err(RestoreProblem::Cycle { path });
                     }
                     target
                 }
-                None => graph.insert_unit(
-                    structure,
-                    dependency.clone(),
-                    StatusWord::new(UnitState::Unknown, 0),
-                    None,
-                ),
+                None => {
+                    graph.create_restored(dependency, StatusWord::new(UnitState::Unknown, 0), None)
+                }
             };
             let word = record.word();
             // As in `want`: an edge counts as unmet unless its dependency completed already; a
@@ -248,10 +262,10 @@ fn apply(graph: &Graph, structure: &mut Structure, event: &Event) -> Result<(), 
             } else {
                 word.with_more_unmet(1, seq)
             };
-            topo::restore_order(&record, &target);
+            topo::restore_order(record, target);
             // A finished dependency's list is sealed; the edge is linked all the same.
-            let _ = record.dependencies.push(Arc::clone(&target));
-            let _ = target.dependents.push(Arc::clone(&record));
+            let _ = record.dependencies.push(UnitRef::new(target));
+            let _ = target.dependents.push(UnitRef::new(record));
             record.overwrite_word(next);
         }
         EventKind::Started { unit, by } => {
@@ -263,7 +277,7 @@ fn apply(graph: &Graph, structure: &mut Structure, event: &Event) -> Result<(), 
                     unmet: word.unmet(),
                 });
             }
-            record.records().started_by = by.as_deref().map(std::sync::Arc::from);
+            record.records().set_started_by(by.as_deref());
             record.overwrite_word(word.with_state(UnitState::Started, seq));
             record.stamp(Stamp::Started, at);
         }
@@ -275,7 +289,7 @@ fn apply(graph: &Graph, structure: &mut Structure, event: &Event) -> Result<(), 
             record.stamp(Stamp::Finished, at);
             // Every edge pushed before this seal was counted as unmet (its dependency had not
             // completed), so each decrement has a count to take.
-            record.dependents.seal(|dependent: &Arc<Unit>| {
+            record.seal_dependents(|dependent: &Unit| {
                 dependent.status.fetch_sub(ONE_UNMET, Ordering::SeqCst);
             });
         }
@@ -310,27 +324,27 @@ fn apply(graph: &Graph, structure: &mut Structure, event: &Event) -> Result<(), 
                     }
                 }
             };
-            record.records().failure = Some(Box::new(Failure {
+            record.records().set_failure(Failure {
                 reason: reason.clone(),
                 cause: cause.clone(),
                 cause_reason,
-            }));
+            });
             record.overwrite_word(record.word().with_state(UnitState::Failed, seq));
             record.stamp(Stamp::Finished, at);
             // Sealed like a live failure, so a later edge onto it takes the "finished" path.
-            record.dependents.seal(|_| {});
+            record.seal_dependents(|_| {});
         }
     }
     Ok(())
 }
 
 /// The unit named `name`, if its state passes `allowed`.
-fn expect_state(
-    graph: &Graph,
+fn expect_state<'g>(
+    graph: &'g Graph,
     name: &UnitName,
     operation: Operation,
     allowed: impl Fn(UnitState) -> bool,
-) -> Result<Arc<Unit>, RestoreProblem> {
+) -> Result<&'g Unit, RestoreProblem> {
     let unit = graph
         .inner
         .units

@@ -10,38 +10,40 @@
 //! those units are renumbered among their own orders so the new edge agrees.
 //!
 //! Everything here runs under the graph's structure lock (edge insertion is serialised; status
-//! changes never take that lock and never read `order`). This module must not change edges or states.
+//! changes never take that lock and never read `order`). New units get their order from atomic
+//! counters when they are created, without the lock: a new unit has no edge, so any order agrees
+//! with its edges, and it takes part in a walk only once an edge (added under the lock) reaches it.
+//! This module must not change edges or states.
 
 use crate::name::UnitName;
-use crate::sync::Arc;
 use crate::unit::Unit;
 use std::collections::{HashMap, HashSet};
 
-fn key(unit: &Arc<Unit>) -> *const Unit {
-    Arc::as_ptr(unit)
+fn key(unit: &Unit) -> *const Unit {
+    unit
 }
 
 /// The cycle that `unit depends on dependency` would close, as `unit -> dependency -> ... -> unit`.
-pub(crate) fn find_cycle(unit: &Arc<Unit>, dependency: &Arc<Unit>) -> Option<Vec<UnitName>> {
+pub(crate) fn find_cycle(unit: &Unit, dependency: &Unit) -> Option<Vec<UnitName>> {
     let bound = dependency.order();
     if bound < unit.order() {
         return None;
     }
     // Forward from `unit` through its dependents, staying at or below the dependency's order.
-    let mut parent: HashMap<*const Unit, Arc<Unit>> = HashMap::new();
+    let mut parent: HashMap<*const Unit, &Unit> = HashMap::new();
     let mut seen: HashSet<*const Unit> = HashSet::from([key(unit)]);
-    let mut stack = vec![Arc::clone(unit)];
+    let mut stack = vec![unit];
     while let Some(current) = stack.pop() {
         let mut found = false;
-        current.dependents.for_each(|next| {
+        current.for_each_dependent(|next| {
             if found || next.order() > bound || !seen.insert(key(next)) {
                 return;
             }
-            parent.insert(key(next), Arc::clone(&current));
-            if Arc::ptr_eq(next, dependency) {
+            parent.insert(key(next), current);
+            if std::ptr::eq(next, dependency) {
                 found = true;
             } else {
-                stack.push(Arc::clone(next));
+                stack.push(next);
             }
         });
         if found {
@@ -50,7 +52,7 @@ pub(crate) fn find_cycle(unit: &Arc<Unit>, dependency: &Arc<Unit>) -> Option<Vec
             let mut at = key(dependency);
             while let Some(previous) = parent.get(&at) {
                 path.push(previous.name.clone());
-                if Arc::ptr_eq(previous, unit) {
+                if std::ptr::eq(*previous, unit) {
                     break;
                 }
                 at = key(previous);
@@ -63,13 +65,13 @@ pub(crate) fn find_cycle(unit: &Arc<Unit>, dependency: &Arc<Unit>) -> Option<Vec
 
 /// Renumbers the affected region so that `dependency` comes before `unit`. Requires that the edge
 /// closes no cycle (checked by [`find_cycle`] first).
-pub(crate) fn restore_order(unit: &Arc<Unit>, dependency: &Arc<Unit>) {
+pub(crate) fn restore_order(unit: &Unit, dependency: &Unit) {
     let (low, high) = (unit.order(), dependency.order());
     if high < low {
         return;
     }
-    let forward = region(unit, |u, f| u.dependents.for_each(f), |o| o < high);
-    let backward = region(dependency, |u, f| u.dependencies.for_each(f), |o| o > low);
+    let forward = region(unit, |u, f| u.for_each_dependent(f), |o| o < high);
+    let backward = region(dependency, |u, f| u.for_each_dependency(f), |o| o > low);
     let mut orders: Vec<i64> = forward.iter().chain(&backward).map(|u| u.order()).collect();
     orders.sort_unstable();
     for (unit, order) in backward.iter().chain(&forward).zip(orders) {
@@ -78,20 +80,20 @@ pub(crate) fn restore_order(unit: &Arc<Unit>, dependency: &Arc<Unit>) {
 }
 
 /// The units reachable from `start` through `neighbours` whose order passes `inside`, sorted by order.
-fn region(
-    start: &Arc<Unit>,
-    neighbours: impl Fn(&Arc<Unit>, &mut dyn FnMut(&Arc<Unit>)),
+fn region<'a>(
+    start: &'a Unit,
+    neighbours: impl Fn(&'a Unit, &mut dyn FnMut(&'a Unit)),
     inside: impl Fn(i64) -> bool,
-) -> Vec<Arc<Unit>> {
+) -> Vec<&'a Unit> {
     let mut seen: HashSet<*const Unit> = HashSet::from([key(start)]);
-    let mut found = vec![Arc::clone(start)];
+    let mut found = vec![start];
     let mut next = 0;
     while next < found.len() {
-        let current = Arc::clone(&found[next]);
+        let current = found[next];
         next += 1;
-        neighbours(&current, &mut |n: &Arc<Unit>| {
+        neighbours(current, &mut |n: &'a Unit| {
             if inside(n.order()) && seen.insert(key(n)) {
-                found.push(Arc::clone(n));
+                found.push(n);
             }
         });
     }

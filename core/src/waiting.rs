@@ -1,10 +1,15 @@
 //! Async waiting on the graph: start-when-ready, wait-until-ready, and wait-for-a-state.
 //!
-//! Every wait follows the same lost-wake-up-free pattern on the unit's `Notify`: create the
-//! `Notified` future and *enable* it (register interest) first, then check the condition, and only
-//! then sleep. Any change after the check notifies the enabled future, so no change can fall between
-//! the check and the sleep. Changes that signal a unit: its own transitions, its unmet count
-//! dropping, and any dependency's transition (so a blocked `start` can report progress).
+//! Every wait follows the same lost-wake-up-free pattern on the unit's `Notify`: get the unit's
+//! notification (installing it if this is the unit's first waiter), create the `Notified` future and
+//! *enable* it (register interest), *sync* with every status word the condition reads (a no-op
+//! read-modify-write, `Unit::sync_waiter`: the unit's own, and for `start` and `wait_ready` its
+//! dependencies'), then check the condition, and only then sleep. Any change after the check
+//! notifies the enabled future, so no change can fall between the check and the sleep; the notifier
+//! finds the notification installed because its change is a read-modify-write of a word the waiter
+//! synced with, and it loads the pointer afterwards (see `sync::LazyNotify` for the argument).
+//! Changes that signal a unit: its own transitions, its unmet count dropping, edges added to it, and
+//! any dependency's transition (so a blocked `start` can report progress).
 //!
 //! Dropping a wait future drops its `Notified`, which unlinks it from the unit's waiter list: a
 //! cancelled or timed-out waiter leaves nothing behind. Each wait future that has to sleep holds a
@@ -14,12 +19,12 @@
 //! with the time driver. This module never changes the graph except through `try_start`, and never
 //! polls.
 
-use crate::error::{valid_name, GraphError};
+use crate::error::{check_name, GraphError};
 use crate::graph::{
     root_cause, start_refused_by_failure, unmet_dependencies, DependencyStatus, Graph,
 };
 use crate::state::UnitState;
-use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 use crate::unit::{Failure, Unit};
 use crate::StartAttempt;
 use std::future::Future;
@@ -101,15 +106,17 @@ impl Graph {
         deadline: Option<Instant>,
         mut on_blocked: impl FnMut(&[DependencyStatus]),
     ) -> Result<StartOutcome, GraphError> {
-        let (unit, _) = self.ensure_registered(&valid_name(unit)?);
+        check_name(unit)?;
+        let (unit, _) = self.ensure_registered(unit);
         let mut last_reported: Option<Vec<DependencyStatus>> = None;
         let waiting = async {
             let mut parked = None;
             loop {
-                let notified = unit.changed.notified();
+                let notified = unit.changed().notified();
                 let mut notified = std::pin::pin!(notified);
                 notified.as_mut().enable();
-                match self.try_start_unit(&unit, claim)? {
+                sync_with_unit_and_dependencies(unit);
+                match self.try_start_unit(unit, claim)? {
                     StartAttempt::Started => return Ok(()),
                     StartAttempt::Blocked { unmet } => {
                         // The list is built from the dependencies' states, the readiness from the
@@ -129,7 +136,7 @@ impl Graph {
         match within(deadline, waiting).await {
             Some(result) => result.map(|()| StartOutcome::Started),
             None => Ok(StartOutcome::TimedOut {
-                unmet: unmet_dependencies(&unit),
+                unmet: unmet_dependencies(unit),
             }),
         }
     }
@@ -144,10 +151,11 @@ impl Graph {
         let waiting = async {
             let mut parked = None;
             loop {
-                let notified = unit.changed.notified();
+                let notified = unit.changed().notified();
                 let mut notified = std::pin::pin!(notified);
                 notified.as_mut().enable();
-                if let Some(outcome) = readiness(&unit) {
+                sync_with_unit_and_dependencies(unit);
+                if let Some(outcome) = readiness(unit) {
                     return outcome;
                 }
                 parked.get_or_insert_with(|| ParkedWaiter::new(self));
@@ -157,7 +165,7 @@ impl Graph {
         Ok(within(deadline, waiting)
             .await
             .unwrap_or_else(|| ReadyOutcome::TimedOut {
-                unmet: unmet_dependencies(&unit),
+                unmet: unmet_dependencies(unit),
             }))
     }
 
@@ -169,14 +177,16 @@ impl Graph {
         target: WaitTarget,
         deadline: Option<Instant>,
     ) -> Result<WaitOutcome, GraphError> {
-        let unit = self.ensure_known(&valid_name(unit)?);
+        check_name(unit)?;
+        let unit = self.ensure_known(unit);
         let waiting = async {
             let mut parked = None;
             loop {
-                let notified = unit.changed.notified();
+                let notified = unit.changed().notified();
                 let mut notified = std::pin::pin!(notified);
                 notified.as_mut().enable();
-                if let Some(outcome) = reached(&unit, target) {
+                unit.sync_waiter();
+                if let Some(outcome) = reached(unit, target) {
                     return outcome;
                 }
                 parked.get_or_insert_with(|| ParkedWaiter::new(self));
@@ -206,9 +216,15 @@ impl Drop for ParkedWaiter<'_> {
     }
 }
 
+/// The waiter's sync (module docs) for a condition on `unit`'s word and its dependencies' states.
+fn sync_with_unit_and_dependencies(unit: &Unit) {
+    unit.sync_waiter();
+    unit.for_each_dependency(Unit::sync_waiter);
+}
+
 /// `Ready` once no dependency is unmet; `DependencyFailed` once one of them failed (so the unit never
 /// will be ready), naming the unit whose own failure caused it.
-fn readiness(unit: &Arc<Unit>) -> Option<ReadyOutcome> {
+fn readiness(unit: &Unit) -> Option<ReadyOutcome> {
     let word = unit.word();
     if word.ready() {
         return Some(ReadyOutcome::Ready);
@@ -224,18 +240,18 @@ fn readiness(unit: &Arc<Unit>) -> Option<ReadyOutcome> {
     // A unit that failed by itself is not failed again when a dependency fails, and a pending unit
     // is failed a moment after its dependency: look at the dependencies themselves.
     let mut failed = None;
-    unit.dependencies.for_each(|dependency| {
+    unit.for_each_dependency(|dependency| {
         if dependency.state() == UnitState::Failed {
-            failed = Some(Arc::clone(dependency));
+            failed = Some(dependency);
         }
     });
     failed.map(|dependency| {
-        let (dependency, reason) = root_cause(&dependency);
+        let (dependency, reason) = root_cause(dependency);
         ReadyOutcome::DependencyFailed { dependency, reason }
     })
 }
 
-fn reached(unit: &Arc<Unit>, target: WaitTarget) -> Option<WaitOutcome> {
+fn reached(unit: &Unit, target: WaitTarget) -> Option<WaitOutcome> {
     match (unit.state(), target) {
         (UnitState::Failed, _) => Some(WaitOutcome::Failed(unit.failure().unwrap_or(Failure {
             reason: String::new(),

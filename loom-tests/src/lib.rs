@@ -2,10 +2,10 @@
 //! between graph operations on different threads.
 //!
 //! Under `cfg(loom)` the core swaps its atomics, `Mutex`, `Arc` and per-unit `Notify` for loom ones
-//! (`core/src/sync.rs`) and its `dashmap` table, `crossbeam-epoch` edge lists and event slots for
-//! `Mutex` stand-ins with the same contracts, so loom explores every interleaving of the *graph logic*
-//! itself: the status-word CASes, edge sealing, unmet counting, failure propagation and the
-//! enable-check-sleep pattern of the async waiters. Each model builds a tiny graph, races two (at
+//! (`core/src/sync.rs`) and its `dashmap` unit table, `crossbeam-epoch` edge lists and seqlock event
+//! slots for `Mutex` stand-ins with the same contracts, so loom explores every interleaving of the
+//! *graph logic* itself: the status-word CASes, edge sealing, unmet counting, failure propagation and
+//! the enable-check-sleep pattern of the async waiters. Each model builds a tiny graph, races two (at
 //! most three) threads over it, and then checks the end state and the event log. Async waits are
 //! driven by `loom::future::block_on`; a lost wake-up leaves every thread blocked, which loom reports
 //! as a deadlock. Deadlines are always `None`, so no `tokio::time` is involved.
@@ -20,7 +20,7 @@
 //! Without `--cfg loom` the test files compile to nothing and only these helpers build.
 //!
 //! The models and what each proves (per-model interleavings and wall times are in each file's `//!`
-//! doc; the whole suite explores about 8,400 interleavings in under a second at bound 2, and still
+//! doc; the whole suite explores about 108,000 interleavings in about 7 s at bound 2, and still
 //! passes at bounds 3 and 4):
 //! - `tests/complete_vs_want.rs` — `complete(dep)` racing `want(u, dep)` + `try_start(u)`: the edge
 //!   is accounted for exactly once (by the completer's seal walk if the push came first, by `want`
@@ -31,8 +31,11 @@
 //!   that release it: the waiter always finishes (no lost wake-up), with one dependency, with two
 //!   dependencies completed by two threads, and with a dependency nobody registered yet; a blocked
 //!   `start` never starts before its dependencies completed; a finished waiter is no longer counted
-//!   in `parked_waiters`. One ignored model documents a core bug (a blocked `start` can report an
-//!   empty unmet list).
+//!   in `parked_waiters`. A unit's notification is allocated by its first waiter, so every one of
+//!   these also races that installation against the notifier (and one model races two first
+//!   waiters installing it at once); without the waiters' no-op read-modify-write on the status
+//!   words they read, every waiter model deadlocks. One model documents a fixed core bug (a blocked
+//!   `start` could report an empty unmet list).
 //! - `tests/fail_vs_start.rs` — `fail` racing `try_start`, `complete` and `start`/`wait_ready`
 //!   waiters on a chain: exactly one of fail/complete wins a unit, a direct `fail` still fails a
 //!   started unit, propagation never fails a started or finished unit and always reaches every
@@ -44,6 +47,9 @@
 //!   dependent: the wanting unit always ends failed with the root cause named, never stuck pending
 //!   (a `start` waiter on it returns the failure), a started unit is never failed by propagation, and
 //!   every unit fails exactly once, its dependents naming the same cause.
+//! - `tests/register_vs_want.rs` — a new name's unit created without the structure lock: `register`
+//!   racing `want` of the same new name, and two `want`s of it: one unit, registered exactly once
+//!   (one event, one caller told so), every edge counted.
 //!
 //! Most models also assert on the event log (see [`events`]): each unit's `Started`, `Completed` and
 //! `Failed` events appear at most once, and a caused event is numbered after its cause.

@@ -8,11 +8,11 @@
 //! race those CASes on a chain `x <- a <- b` (`a` depends on `x`, `b` on `a`).
 //!
 //! Wall time (release, `LOOM_MAX_PREEMPTIONS=2`, 2 shared cores, slowest of 3 runs):
-//! `fail_races_try_start_then_complete_of_ready_unit` 557 interleavings, 87 ms;
-//! `fail_propagation_races_complete_of_sibling_dep_and_try_start` 120 interleavings, 13 ms;
-//! `start_waiter_races_fail_of_dep` 70 interleavings, 8 ms;
-//! `wait_ready_waiter_races_fail_of_dep` 64 interleavings, 3 ms;
-//! `wait_ready_waiter_on_failed_unit_races_fail_of_dep` 103 interleavings, 5 ms.
+//! `fail_races_try_start_then_complete_of_ready_unit` 125 interleavings, 6 ms;
+//! `fail_propagation_races_complete_of_sibling_dep_and_try_start` 34 interleavings, 2 ms;
+//! `start_waiter_races_fail_of_dep` 241 interleavings, 12 ms;
+//! `wait_ready_waiter_races_fail_of_dep` 220 interleavings, 9 ms;
+//! `wait_ready_waiter_on_failed_unit_races_fail_of_dep` 243 interleavings, 10 ms.
 #![cfg(loom)]
 
 use unitsync_core::{FailOutcome, GraphError, Operation, ReadyOutcome, StartAttempt, UnitState};

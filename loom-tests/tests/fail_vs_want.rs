@@ -8,10 +8,10 @@
 //! winner, and only the winner propagates further.
 //!
 //! Wall time (release, `LOOM_MAX_PREEMPTIONS=2`, 2 shared cores, slowest of 3 runs):
-//! `want_races_fail_of_wanted_dep` 306 interleavings, 24 ms;
-//! `want_onto_chain_member_races_fail_propagation` 169 interleavings, 13 ms;
-//! `want_then_fail_of_dep_races_try_start_of_dependent` 104 interleavings, 9 ms;
-//! `fails_of_two_deps_race_to_shared_dependent` 75 interleavings, 9 ms.
+//! `want_races_fail_of_wanted_dep` 367 interleavings, 18 ms;
+//! `want_onto_chain_member_races_fail_propagation` 47 interleavings, 2 ms;
+//! `want_then_fail_of_dep_races_try_start_of_dependent` 61 interleavings, 2 ms;
+//! `fails_of_two_deps_race_to_shared_dependent` 36 interleavings, 2 ms.
 #![cfg(loom)]
 
 use unitsync_core::{GraphError, Operation, StartAttempt, UnitState};

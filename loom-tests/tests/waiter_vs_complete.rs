@@ -9,12 +9,20 @@
 //! only if the waiter finishes in every explored interleaving.
 //!
 //! Wall time (release, `LOOM_MAX_PREEMPTIONS=2`, 2 shared cores, slowest of 3 runs):
-//! `start_waiter_races_complete_of_last_dep` 106 interleavings, 9 ms;
-//! `start_waiter_races_completes_of_two_deps_on_two_threads` (3 threads) 5209 interleavings, 0.51 s;
-//! `wait_ready_waiter_races_complete_of_last_dep` 96 interleavings, 4 ms;
-//! `wait_for_started_races_register_and_start_of_unknown_unit` 269 interleavings, 13 ms;
-//! `start_waiter_races_register_start_complete_of_unknown_dep` 565 interleavings, 39 ms;
-//! `blocked_report_races_complete_of_last_dep` (found the empty-report bug; see its doc).
+//! `start_waiter_races_complete_of_last_dep` 204 interleavings, 8 ms;
+//! `start_waiter_races_completes_of_two_deps_on_two_threads` (3 threads) 25746 interleavings, 1.7 s;
+//! `wait_ready_waiter_races_complete_of_last_dep` 188 interleavings, 7 ms;
+//! `wait_for_started_races_register_and_start_of_unknown_unit` 509 interleavings, 19 ms;
+//! `start_waiter_races_register_start_complete_of_unknown_dep` 1732 interleavings, 75 ms;
+//! `blocked_report_races_complete_of_last_dep` (found the empty-report bug; see its doc);
+//! `two_first_waiters_race_to_install_the_notification_while_dep_completes` (3 threads) 77428
+//! interleavings, 4.5 s.
+//!
+//! A unit's notification is allocated by its first waiter (`sync::LazyNotify` in the core), so every
+//! model here also races that installation against the notifier's pointer load: the waiter's
+//! no-op read-modify-write on the status words it reads (`Unit::sync_waiter`) is what makes the
+//! notifier find it. Removing that sync makes every model here (and `fail_vs_start`'s waiter models)
+//! deadlock under loom.
 #![cfg(loom)]
 
 use unitsync_core::{
@@ -77,6 +85,34 @@ fn start_waiter_races_completes_of_two_deps_on_two_threads() {
 
         // Neither completion alone may release `u`: both precede its start.
         assert_started_after(&graph, "u", &["d1", "d2"]);
+    });
+}
+
+/// Two `wait_ready("u")` waiters on two threads race to install `u`'s notification (it is allocated
+/// by the first waiter; one CAS wins, the loser frees its own and uses the winner's) while a third
+/// thread completes `dep`. Both must wake, whichever installed it and whenever the completion's
+/// notifier loads the pointer (before any install, between, or after both).
+#[test]
+fn two_first_waiters_race_to_install_the_notification_while_dep_completes() {
+    check(|| {
+        let graph = model_graph();
+        start_now(&graph, "dep");
+        graph.want("u", &["dep"]).unwrap();
+
+        let other = spawn(&graph, |graph| {
+            loom::future::block_on(graph.wait_ready("u", None))
+        });
+        let completer = spawn(&graph, |graph| graph.complete("dep").unwrap());
+        let mine = loom::future::block_on(graph.wait_ready("u", None));
+        assert_eq!(mine, Ok(ReadyOutcome::Ready));
+        assert_eq!(other.join().unwrap(), Ok(ReadyOutcome::Ready));
+        completer.join().unwrap();
+        assert_eq!(
+            graph.parked_waiters(),
+            0,
+            "a finished waiter is still counted"
+        );
+        assert_eq!(graph.state("u"), Some(UnitState::Pending));
     });
 }
 
