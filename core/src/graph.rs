@@ -274,6 +274,10 @@ impl GraphBuilder {
     ///
     /// Names that were only waited for (`wait_for` on a name nobody mentioned) leave no event, so a
     /// restored graph does not know them until someone mentions them again.
+    ///
+    /// The restored graph is exactly the journaled one. A journal cut inside a failure's propagation
+    /// can leave dependents pending on a failed unit; call [`Graph::finish_interrupted_failures`]
+    /// once the graph is ready to journal again.
     pub fn restore(self, events: impl IntoIterator<Item = Event>) -> Result<Graph, RestoreError> {
         let graph = self.build();
         crate::restore::replay(&graph, events)?;
@@ -876,6 +880,37 @@ impl Graph {
         self.publish(seq, at, Record::Failed(unit));
         unit.notify();
         Ok(())
+    }
+
+    /// Fails, with the usual propagation (new events, to the sink as usual), every unit still
+    /// pending on a failed dependency, and returns them. A live graph never leaves one (a failure
+    /// propagates before `fail` returns, and a `want` onto a failed unit fails the wanter), so after a
+    /// complete journal this finds nothing; after a journal cut between a failure and its propagated
+    /// failures (see [`GraphBuilder::restore`]) it finishes what the crash interrupted. Failures are
+    /// finished in the order they happened, so a unit pending on two failed units names the first.
+    pub fn finish_interrupted_failures(&self) -> Vec<UnitName> {
+        let mut failed: Vec<&Unit> = self
+            .inner
+            .units
+            .all()
+            .into_iter()
+            .filter(|unit| unit.state() == UnitState::Failed)
+            .collect();
+        failed.sort_by_key(|unit| unit.word().seq());
+        let mut finished = Vec::new();
+        for failed in failed {
+            let (cause, cause_reason) = root_cause(failed);
+            let mut dependents = Vec::new();
+            failed.for_each_dependent(|d| dependents.push(d));
+            for dependent in dependents {
+                let failure = propagated_failure(&cause, &cause_reason);
+                if self.fail_unit(dependent, failure, false).is_ok() {
+                    finished.push(dependent.name.clone());
+                    finished.extend(self.propagate(dependent, &cause, &cause_reason));
+                }
+            }
+        }
+        finished
     }
 
     /// Fails every not-yet-started unit that depends on `root` (which just failed), transitively.

@@ -186,7 +186,11 @@ impl Unit {
     }
 
     pub(crate) fn stamp(&self, which: Stamp, since_origin: Duration) {
-        let nanos = u64::try_from(since_origin.as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        // Stored plus one (0 means "not yet"); the largest time saturates one below the top.
+        let nanos = u64::try_from(since_origin.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(u64::MAX - 1)
+            + 1;
         self.slot(which).store(nanos, Ordering::Release);
     }
 

@@ -232,10 +232,10 @@ fn the_allocation_bound_is_measured() {
 /// a unit's own `failed` record and the `failed` records it propagated (a crash while the writer had
 /// only part of one `fail` in the file) restores a graph in which the dependent stays `pending` on a
 /// failed dependency for ever: `start` blocks until its timeout, `wait --until completed` never ends,
-/// where the live graph would have failed the dependent. Ignored until `restore` (or the agent after
-/// it) finishes the propagation; see fuzz/README.md.
+/// where the live graph would have failed the dependent. Was ignored until `restore` (or the agent after
+/// it) finishes the propagation; see fuzz/README.md. Fixed: `Graph::finish_interrupted_failures`,
+/// which the agent calls after restoring.
 #[test]
-#[ignore = "core: restore does not finish a failure propagation cut by a torn journal"]
 fn a_journal_torn_inside_a_failure_propagation_leaves_no_unit_pending_on_a_failed_one() {
     use std::time::Duration;
     use unitsync_core::{Event, EventKind, Graph, StartAttempt, UnitName, UnitState};
@@ -267,6 +267,10 @@ fn a_journal_torn_inside_a_failure_propagation_leaves_no_unit_pending_on_a_faile
         ),
     ];
     let graph = Graph::builder().restore(torn).unwrap();
+    // The restore is the journal, exactly; the agent then finishes what the crash cut short.
+    assert_eq!(graph.state("b"), Some(UnitState::Pending));
+    assert_eq!(graph.finish_interrupted_failures(), [name("b")]);
+    assert!(graph.finish_interrupted_failures().is_empty());
     let blocked = graph.try_start("b");
     assert!(
         graph.state("b") == Some(UnitState::Failed),
@@ -280,9 +284,8 @@ fn a_journal_torn_inside_a_failure_propagation_leaves_no_unit_pending_on_a_faile
 /// `u64::MAX` nanoseconds after the origin overflows `Unit::stamp` (`nanos + 1`), a panic with
 /// overflow checks (debug builds) and a wrapped 0, read as "never registered", without them. A
 /// journal's whole milliseconds never make that value, but `GraphBuilder::restore` is public and
-/// takes any `Duration`. Ignored until core saturates there; see fuzz/README.md.
+/// takes any `Duration`. Fixed: `Unit::stamp` saturates there.
 #[test]
-#[ignore = "core: Unit::stamp overflows for a time of u64::MAX nanoseconds"]
 fn restore_takes_an_event_at_the_largest_time() {
     use std::time::Duration;
     use unitsync_core::{Event, EventKind, Graph, UnitName};
