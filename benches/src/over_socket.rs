@@ -1,6 +1,7 @@
 //! W5 and W6 against a real agent over a real local socket, through `unitsync_ipc::Client` (the same
 //! client the CLI uses): `ping` round trips, the wake-up of one blocked `start`, and the wake-up of
-//! K blocked `start`s at once; plus idle handshaken connections for the agent's per-connection memory.
+//! K blocked `start`s at once; the throughput of many connections changing the graph (`churn`);
+//! plus idle handshaken connections for the agent's per-connection memory.
 //!
 //! Clients run on a current-thread tokio runtime, so the client side of every figure uses one core
 //! and the agent keeps its own threads. Unit names carry a caller-chosen prefix so that runs against
@@ -217,6 +218,50 @@ pub fn wake_many(
             times.push(last - begin);
         }
         Ok(times)
+    })
+}
+
+/// Throughput over the socket: `connections` clients, each on its own connection and its own chain
+/// of `units` units `{prefix}c{c}_{j}` (unit j wants unit j-1; unit 0 wants `{prefix}gate`, started
+/// and completed first), doing per unit `want`, `start` (ready at once) and `complete` in order:
+/// every request changes the graph, so with a journal every one waits for its write. Connections
+/// are opened untimed; returns the requests answered (3 per unit) and the time from the first
+/// request until the last connection's last answer.
+pub fn churn(
+    path: &Path,
+    prefix: &str,
+    connections: usize,
+    units: usize,
+) -> Result<(usize, Duration), Error> {
+    client_runtime().block_on(async {
+        let mut control = Client::connect(path).await?;
+        let gate = format!("{prefix}gate");
+        expect(&mut control, start(&gate), "started (gate)").await?;
+        expect(&mut control, complete(&gate), "completed (gate)").await?;
+        let clients = connect_many(path, connections, 64).await?;
+        let (release, go) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::with_capacity(connections);
+        for (c, mut client) in clients.into_iter().enumerate() {
+            let names: Vec<String> = (0..units).map(|j| format!("{prefix}c{c}_{j}")).collect();
+            let gate = gate.clone();
+            let mut go = go.clone();
+            workers.push(tokio::spawn(async move {
+                go.wait_for(|&go| go).await?;
+                for (j, unit) in names.iter().enumerate() {
+                    let dependency = if j == 0 { &gate } else { &names[j - 1] };
+                    expect(&mut client, want(unit, dependency), "wanted").await?;
+                    expect(&mut client, start(unit), "started").await?;
+                    expect(&mut client, complete(unit), "completed").await?;
+                }
+                Ok::<_, Error>(())
+            }));
+        }
+        let begin = Instant::now();
+        release.send_replace(true);
+        for worker in workers {
+            worker.await??;
+        }
+        Ok((3 * connections * units, begin.elapsed()))
     })
 }
 

@@ -195,25 +195,44 @@ impl SocketChild {
         Ok(this)
     }
 
-    /// `unitsync agent` from `binary` (logging only warnings).
+    /// `unitsync agent` from `binary` (logging only warnings), journaling to the default state
+    /// file beside its socket, i.e. a fresh one in the private directory: what users run.
     pub fn unitsync_agent(binary: &Path) -> io::Result<Self> {
-        Self::spawn("`unitsync agent`", |socket| {
+        Self::unitsync_agent_with(binary, &[])
+    }
+
+    /// `unitsync agent --no-state` from `binary`: no journal, state in memory only.
+    pub fn unitsync_agent_without_state(binary: &Path) -> io::Result<Self> {
+        Self::unitsync_agent_with(binary, &["--no-state"])
+    }
+
+    fn unitsync_agent_with(binary: &Path, args: &[&str]) -> io::Result<Self> {
+        let mut description = "`unitsync agent".to_owned();
+        for arg in args {
+            description.push(' ');
+            description.push_str(arg);
+        }
+        description.push('`');
+        Self::spawn(description, |socket| {
             let mut command = Command::new(binary);
             command
                 .arg("agent")
                 .arg("--socket")
                 .arg(socket)
+                .args(args)
+                .env_remove("UNITSYNC_STATE")
                 .env("UNITSYNC_LOG", "warn");
             command
         })
     }
 
-    /// The running executable again, with `flag SOCKET` (a hidden server mode of the `report`).
-    pub fn reexec(description: impl Into<String>, flag: &str) -> io::Result<Self> {
+    /// The running executable again, with `flag SOCKET` and `extra` (a hidden server mode of the
+    /// `report`).
+    pub fn reexec(description: impl Into<String>, flag: &str, extra: &[&str]) -> io::Result<Self> {
         let exe = std::env::current_exe()?;
         Self::spawn(description, |socket| {
             let mut command = Command::new(exe);
-            command.arg(flag).arg(socket);
+            command.arg(flag).arg(socket).args(extra);
             command
         })
     }

@@ -9,10 +9,14 @@
 //!
 //! Every figure is a median (or percentile) over repeated runs, ours and the baseline interleaved so
 //! that the shared machine's noise hits both alike; `--quick` runs fewer repetitions (under a minute).
+//! The socket figures run against `unitsync agent` as users run it, journaling to a (fresh) state
+//! file; W5, W6 and the throughput figure (`tput`, part of `w6`) also run, interleaved, against
+//! `unitsync agent --no-state`, with rows `journal_*` giving the ratio with / without the journal.
 //! Progress goes to stderr, the table and summary to stdout. The binary installs the counting
 //! allocator for W4 and has two hidden modes used as child processes: `--serve-raw SOCKET` (the raw
-//! ping-pong server) and `--serve-agent SOCKET` (a `unitsync_ipc::Agent`, used only when the
-//! `unitsync` binary is missing). It measures and reports; it must not change what it measures.
+//! ping-pong server) and `--serve-agent SOCKET [--no-state]` (a `unitsync_ipc::Agent`, used only
+//! when the `unitsync` binary is missing). It measures and reports; it must not change what it
+//! measures.
 //! Unix only: W5/W6 speak Unix domain sockets.
 
 use crate::alloc_counter;
@@ -30,7 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use unitsync_core::Graph;
 
-const USAGE: &str = "usage: report [--quick] [--only w1,w2,w3,w4,w5,w6,cli]";
+const USAGE: &str =
+    "usage: report [--quick] [--only w1,w2,w3,w4,w5,w6,tput,cli] (w6 includes tput)";
 
 /// Runs the report with this process's arguments (the binary must install
 /// [`alloc_counter::CountingAlloc`] as its global allocator for the W4 figures).
@@ -38,7 +43,12 @@ pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--serve-raw") => return serve_raw(args.get(1)),
-        Some("--serve-agent") => return serve_agent(args.get(1)),
+        Some("--serve-agent") => {
+            return serve_agent(
+                args.get(1),
+                args.get(2).map(String::as_str) == Some("--no-state"),
+            )
+        }
         _ => {}
     }
     let mut quick = false;
@@ -76,16 +86,28 @@ fn serve_raw(socket: Option<&String>) {
     raw_socket::serve(listener).expect("raw server");
 }
 
-fn serve_agent(socket: Option<&String>) {
+/// The stand-in for `unitsync agent` when the binary is missing: journaling to a fresh state file
+/// beside the socket, as `unitsync agent` does by default, or with none (`--no-state`).
+fn serve_agent(socket: Option<&String>, no_state: bool) {
     let socket = socket.unwrap_or_else(|| exit_usage("--serve-agent needs a socket path"));
+    let socket = Path::new(socket);
+    let state = (!no_state).then(|| unitsync_ipc::state::StateOptions {
+        path: unitsync_ipc::state::default_state_path(socket),
+        fresh: true,
+        sync: false,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let agent = unitsync_ipc::Agent::bind(Path::new(socket), Graph::new())
+        let options = unitsync_ipc::AgentOptions {
+            event_capacity: unitsync_core::DEFAULT_EVENT_CAPACITY,
+            state,
+        };
+        let agent = unitsync_ipc::Agent::start(socket, options)
             .await
-            .expect("bind agent");
+            .expect("start agent");
         agent.serve_until(std::future::pending()).await;
     });
 }
@@ -359,7 +381,7 @@ impl Report {
         if self.wanted("w3") {
             self.w3();
         }
-        if self.wanted("w5") || self.wanted("w6") || self.wanted("cli") {
+        if ["w5", "w6", "tput", "cli"].iter().any(|s| self.wanted(s)) {
             self.over_socket();
         }
         self.progress("done");
@@ -690,9 +712,14 @@ impl Report {
     }
 
     /// Starts the agent for W5/W6: `unitsync agent`, or the report's own child agent if missing.
-    fn start_agent(&mut self) -> Option<SocketChild> {
+    /// Starts an agent: the built `unitsync agent`, journaling to a fresh state file (`Journal::On`,
+    /// the default, what users run) or with `--no-state`; else the report's own child agent.
+    fn start_agent(&mut self, journal: Journal) -> Option<SocketChild> {
         let agent = match &self.binary {
-            Ok(binary) => SocketChild::unitsync_agent(binary),
+            Ok(binary) => match journal {
+                Journal::On => SocketChild::unitsync_agent(binary),
+                Journal::Off => SocketChild::unitsync_agent_without_state(binary),
+            },
             Err(missing) => {
                 let note = format!(
                     "{missing}; W5/W6 ran against a `unitsync_ipc::Agent` in a child process of the report instead, and the CLI and agent-memory figures were not measured"
@@ -700,14 +727,19 @@ impl Report {
                 if !self.notes.contains(&note) {
                     self.notes.push(note);
                 }
-                SocketChild::reexec("the report's child agent", "--serve-agent")
+                let extra: &[&str] = match journal {
+                    Journal::On => &[],
+                    Journal::Off => &["--no-state"],
+                };
+                SocketChild::reexec("the report's child agent", "--serve-agent", extra)
             }
         };
         match agent {
             Ok(agent) => Some(agent),
             Err(error) => {
                 self.notes.push(format!(
-                    "could not start an agent ({error}): socket figures skipped"
+                    "could not start an agent{} ({error}): its socket figures skipped",
+                    journal.label()
                 ));
                 None
             }
@@ -716,22 +748,27 @@ impl Report {
 
     fn over_socket(&mut self) {
         let sockets = self.wanted("w5") || self.wanted("w6");
+        let load = self.wanted("w6") || self.wanted("tput");
         // 1. Where the scheduler puts things: informative for W5 / W6 K=1 (on an idle machine the
         //    client, the agent and the raw server may or may not share a CPU, run to run); counted
-        //    for W6 K=10k and the CLI figures, which use both CPUs.
-        if let Some(agent) = self.start_agent() {
+        //    for W6 K=10k, the throughput and the CLI figures, which use both CPUs.
+        if let Some(agent) = self.start_agent(Journal::On) {
             self.extra.push((
                 "agent".into(),
                 agent.description.replace(' ', "_").replace('`', ""),
             ));
             if sockets {
-                let raw_p50 = self.w5(&agent, Placement::Unpinned);
+                let raw_p50 = self.w5(&agent, None, Placement::Unpinned);
                 if self.wanted("w6") {
-                    self.w6_one(&agent, raw_p50, Placement::Unpinned);
+                    self.w6_one(&agent, None, raw_p50, Placement::Unpinned);
                 }
             }
-            if self.wanted("w6") {
-                self.w6_many(&agent);
+            if load {
+                let bare = self.start_agent(Journal::Off);
+                if self.wanted("w6") {
+                    self.w6_many(&agent, bare.as_ref());
+                }
+                self.throughput(&agent, bare.as_ref());
             }
             if self.wanted("cli") {
                 self.cli(&agent);
@@ -749,13 +786,16 @@ impl Report {
             }
         };
         // 2. Everything on one CPU: the placement the counted W5 / W6 K=1 figures use, since it is
-        //    the same for both sides every run and leaves only the software's own cost.
+        //    the same for both sides every run and leaves only the software's own cost. Both
+        //    agents, with and without a journal, are measured here, interleaved.
         match process::pin_to_cpu(cpus[0]) {
             Ok(pinned) => {
-                if let Some(agent) = self.start_agent() {
-                    let raw_p50 = self.w5(&agent, Placement::OneCpu(cpus[0]));
+                if let Some(agent) = self.start_agent(Journal::On) {
+                    let bare = self.start_agent(Journal::Off);
+                    let placement = Placement::OneCpu(cpus[0]);
+                    let raw_p50 = self.w5(&agent, bare.as_ref(), placement);
                     if self.wanted("w6") {
-                        self.w6_one(&agent, raw_p50, Placement::OneCpu(cpus[0]));
+                        self.w6_one(&agent, bare.as_ref(), raw_p50, placement);
                     }
                 }
                 drop(pinned);
@@ -767,7 +807,7 @@ impl Report {
         // 3. Client on one CPU, servers on another: every message wakes a thread on the other CPU.
         if let [client, server, ..] = cpus[..] {
             let agent = match process::pin_to_cpu(server) {
-                Ok(_pinned) => self.start_agent(),
+                Ok(_pinned) => self.start_agent(Journal::On),
                 Err(error) => {
                     self.notes
                         .push(format!("could not pin to CPU {server}: {error}"));
@@ -776,25 +816,31 @@ impl Report {
             };
             if let (Some(agent), Ok(_pinned)) = (agent, process::pin_to_cpu(client)) {
                 let placement = Placement::Across { client, server };
-                let raw_p50 = self.w5(&agent, placement);
+                let raw_p50 = self.w5(&agent, None, placement);
                 if self.wanted("w6") {
-                    self.w6_one(&agent, raw_p50, placement);
+                    self.w6_one(&agent, None, raw_p50, placement);
                 }
             }
         }
     }
 
-    /// W5; returns the raw round trip's p50 in µs (for W6's target). Targets are counted for the
-    /// one-CPU placement only; the others show them for information.
-    fn w5(&mut self, agent: &SocketChild, placement: Placement) -> Option<f64> {
+    /// W5 against `agent` (journaling) and, if given, `bare` (`--no-state`), interleaved with the
+    /// raw baseline; returns the raw round trip's p50 in µs (for W6's target). Targets are counted
+    /// for the one-CPU placement only; the others show them for information.
+    fn w5(
+        &mut self,
+        agent: &SocketChild,
+        bare: Option<&SocketChild>,
+        placement: Placement,
+    ) -> Option<f64> {
         let (key, label) = (placement.key(), placement.label());
         self.progress(&format!(
             "W5: ping round trips, ours vs raw UnixStream{label}"
         ));
         let raw = match placement.spawn_servers_on() {
             Some(cpu) => process::pin_to_cpu(cpu)
-                .and_then(|_pinned| SocketChild::reexec("raw echo server", "--serve-raw")),
-            None => SocketChild::reexec("raw echo server", "--serve-raw"),
+                .and_then(|_pinned| SocketChild::reexec("raw echo server", "--serve-raw", &[])),
+            None => SocketChild::reexec("raw echo server", "--serve-raw", &[]),
         };
         let raw = match raw {
             Ok(raw) => raw,
@@ -804,24 +850,32 @@ impl Report {
                 return None;
             }
         };
-        let result = (|| -> Result<(Samples, Samples), over_socket::Error> {
+        let quick = self.plan.quick;
+        type W5Samples = (Samples, Option<Samples>, Samples);
+        let result = (|| -> Result<W5Samples, over_socket::Error> {
             let mut ours = PingClient::connect(agent.socket())?;
+            let mut unjournaled = bare.map(|b| PingClient::connect(b.socket())).transpose()?;
             let mut theirs = RawClient::connect(raw.socket())?;
             ours.round_trips(2_000)?;
+            if let Some(client) = &mut unjournaled {
+                client.round_trips(2_000)?;
+            }
             theirs.round_trips(2_000)?;
-            let (blocks, per_block) = if self.plan.quick {
-                (5, 1_000)
-            } else {
-                (10, 2_000)
-            };
-            let (mut a, mut b) = (Samples::new(), Samples::new());
+            let (blocks, per_block) = if quick { (5, 1_000) } else { (10, 2_000) };
+            let (mut a, mut c) = (Samples::new(), Samples::new());
+            let mut b = unjournaled.as_ref().map(|_| Samples::new());
             for _ in 0..blocks {
                 a.extend(Samples::from_durations(&ours.round_trips(per_block)?).into_values());
-                b.extend(Samples::from_durations(&theirs.round_trips(per_block)?).into_values());
+                if let (Some(client), Some(b)) = (&mut unjournaled, &mut b) {
+                    b.extend(
+                        Samples::from_durations(&client.round_trips(per_block)?).into_values(),
+                    );
+                }
+                c.extend(Samples::from_durations(&theirs.round_trips(per_block)?).into_values());
             }
-            Ok((a, b))
+            Ok((a, b, c))
         })();
-        let (mut ours, mut raw_rt) = match result {
+        let (mut ours, mut unjournaled, mut raw_rt) = match result {
             Ok(samples) => samples,
             Err(error) => {
                 self.notes.push(format!("W5{label} failed: {error}"));
@@ -839,26 +893,72 @@ impl Report {
             .base(r);
             self.rows
                 .push(placement.target(row, "≤ 1.5× raw", o <= 1.5 * r));
+            if let Some(unjournaled) = &mut unjournaled {
+                let u = unjournaled.percentile(p) / 1e3;
+                self.rows.push(
+                    Row::new(
+                        format!("w5_{name}_nojournal{key}"),
+                        format!("W5 ping round trip {name}, agent --no-state (baseline: raw UnixStream){label}"),
+                        Quantity::Us,
+                    )
+                    .ours(u)
+                    .base(r)
+                    .reference(informative("≤ 1.5× raw", u <= 1.5 * r)),
+                );
+                self.rows.push(
+                    Row::new(
+                        format!("journal_w5_{name}{key}"),
+                        format!("W5 ping round trip {name}: agent with journal (ours) vs --no-state (baseline){label}"),
+                        Quantity::Us,
+                    )
+                    .ours(o)
+                    .base(u)
+                    .reference(informative("≤ 1.2× without journal (a ping writes nothing)", o <= 1.2 * u)),
+                );
+            }
         }
         self.extra
             .push((format!("w5{key}_samples_each"), ours.len().to_string()));
         Some(raw_rt.percentile(50.0) / 1e3)
     }
 
-    fn w6_one(&mut self, agent: &SocketChild, raw_p50_us: Option<f64>, placement: Placement) {
+    /// W6 K=1 against `agent` (journaling) and, if given, `bare` (`--no-state`), in alternating
+    /// blocks of rounds.
+    fn w6_one(
+        &mut self,
+        agent: &SocketChild,
+        bare: Option<&SocketChild>,
+        raw_p50_us: Option<f64>,
+        placement: Placement,
+    ) {
         let (key, label) = (placement.key(), placement.label());
         self.progress(&format!(
             "W6: wake one blocked start over the socket{label}"
         ));
         let rounds = self.plan.reps(200, 1_000);
-        let prefix = format!("w6k1{key}_");
-        let times = match over_socket::wake_one(agent.socket(), &prefix, 50, rounds) {
-            Ok(times) => times,
-            Err(error) => {
-                self.notes.push(format!("W6 K=1{label} failed: {error}"));
-                return;
+        let blocks = if bare.is_some() { 4 } else { 1 };
+        let (mut times, mut unjournaled) = (Vec::new(), Vec::new());
+        for block in 0..blocks {
+            let warmup = if block == 0 { 50 } else { 10 };
+            let prefix = format!("w6k1{key}_b{block}_");
+            match over_socket::wake_one(agent.socket(), &prefix, warmup, rounds / blocks) {
+                Ok(more) => times.extend(more),
+                Err(error) => {
+                    self.notes.push(format!("W6 K=1{label} failed: {error}"));
+                    return;
+                }
             }
-        };
+            if let Some(bare) = bare {
+                match over_socket::wake_one(bare.socket(), &prefix, warmup, rounds / blocks) {
+                    Ok(more) => unjournaled.extend(more),
+                    Err(error) => {
+                        self.notes
+                            .push(format!("W6 K=1 --no-state{label} failed: {error}"));
+                        return;
+                    }
+                }
+            }
+        }
         let mut times = Samples::from_durations(&times);
         let (p50, p99) = (times.percentile(50.0) / 1e3, times.percentile(99.0) / 1e3);
         let mut row = Row::new(
@@ -879,6 +979,48 @@ impl Report {
             )
             .ours(p99),
         );
+        if bare.is_some() {
+            let mut unjournaled = Samples::from_durations(&unjournaled);
+            let (u50, u99) = (
+                unjournaled.percentile(50.0) / 1e3,
+                unjournaled.percentile(99.0) / 1e3,
+            );
+            let mut row = Row::new(
+                format!("w6_k1_p50_nojournal{key}"),
+                format!(
+                    "W6 K=1 wake-up p50, agent --no-state (baseline: raw round trip p50){label}"
+                ),
+                Quantity::Us,
+            )
+            .ours(u50);
+            if let Some(raw) = raw_p50_us {
+                row = row
+                    .base(raw)
+                    .reference(informative("≤ 2× raw round trip", u50 <= 2.0 * raw));
+            }
+            self.rows.push(row);
+            let row = Row::new(
+                format!("journal_w6_k1_p50{key}"),
+                format!(
+                    "W6 K=1 wake-up p50: agent with journal (ours) vs --no-state (baseline){label}"
+                ),
+                Quantity::Us,
+            )
+            .ours(p50)
+            .base(u50);
+            self.rows
+                .push(placement.target(row, "≤ 1.2× without journal", p50 <= 1.2 * u50));
+            self.rows.push(
+                Row::new(
+                    format!("journal_w6_k1_p99{key}"),
+                    format!("W6 K=1 wake-up p99: agent with journal (ours) vs --no-state (baseline){label}"),
+                    Quantity::Us,
+                )
+                .ours(p99)
+                .base(u99)
+                .reference(informative("≤ 1.2× without journal", p99 <= 1.2 * u99)),
+            );
+        }
         if !matches!(placement, Placement::OneCpu(_)) {
             return;
         }
@@ -902,24 +1044,131 @@ impl Report {
         self.rows.push(row);
     }
 
-    fn w6_many(&mut self, agent: &SocketChild) {
+    /// W6 K=10k against `agent` (journaling) and, if given, `bare` (`--no-state`), alternating.
+    fn w6_many(&mut self, agent: &SocketChild, bare: Option<&SocketChild>) {
         self.progress("W6: wake 10,000 blocked starts over the socket");
-        let rounds = self.plan.reps(2, 5);
-        match over_socket::wake_many(agent.socket(), "w6k10k_", 10_000, rounds) {
-            Ok(times) => {
-                let total = Samples::from_durations(&times).median() / 1e6;
-                self.rows.push(
-                    Row::new(
-                        "w6_k10k",
-                        "W6 K=10k: complete sent → last of 10,000 blocked clients has started",
-                        Quantity::Ms,
-                    )
-                    .ours(total)
-                    .check("≤ 100 ms", total <= 100.0),
-                );
+        let (blocks, rounds) = (self.plan.reps(1, 3), 2);
+        let (mut times, mut unjournaled) = (Vec::new(), Vec::new());
+        for block in 0..blocks {
+            let prefix = format!("w6k10k_b{block}_");
+            match over_socket::wake_many(agent.socket(), &prefix, 10_000, rounds) {
+                Ok(more) => times.extend(more),
+                Err(error) => {
+                    self.notes.push(format!("W6 K=10k failed: {error}"));
+                    return;
+                }
             }
-            Err(error) => self.notes.push(format!("W6 K=10k failed: {error}")),
+            if let Some(bare) = bare {
+                match over_socket::wake_many(bare.socket(), &prefix, 10_000, rounds) {
+                    Ok(more) => unjournaled.extend(more),
+                    Err(error) => {
+                        self.notes
+                            .push(format!("W6 K=10k --no-state failed: {error}"));
+                        return;
+                    }
+                }
+            }
         }
+        let total = Samples::from_durations(&times).median() / 1e6;
+        self.rows.push(
+            Row::new(
+                "w6_k10k",
+                "W6 K=10k: complete sent → last of 10,000 blocked clients has started",
+                Quantity::Ms,
+            )
+            .ours(total)
+            .check("≤ 100 ms", total <= 100.0),
+        );
+        if bare.is_some() {
+            let without = Samples::from_durations(&unjournaled).median() / 1e6;
+            self.rows.push(
+                Row::new(
+                    "w6_k10k_nojournal",
+                    "W6 K=10k, agent --no-state",
+                    Quantity::Ms,
+                )
+                .ours(without)
+                .reference(informative("≤ 100 ms", without <= 100.0)),
+            );
+            self.rows.push(
+                Row::new(
+                    "journal_w6_k10k",
+                    "W6 K=10k: agent with journal (ours) vs --no-state (baseline)",
+                    Quantity::Ms,
+                )
+                .ours(total)
+                .base(without)
+                .check("≤ 1.2× without journal", total <= 1.2 * without),
+            );
+        }
+        self.extra
+            .push(("w6_k10k_rounds_each".into(), times.len().to_string()));
+    }
+
+    /// Requests per second of [`CHURN_CONNECTIONS`] connections each changing the graph
+    /// (`over_socket::churn`), against `agent` (journaling) and `bare` (`--no-state`) in
+    /// alternating rounds; unpinned, like W6 K=10k. Its target is issue 6's: with the journal at
+    /// least 1/1.2 of the throughput without.
+    fn throughput(&mut self, agent: &SocketChild, bare: Option<&SocketChild>) {
+        let units = self.plan.reps(100, 1_000);
+        self.progress(&format!(
+            "throughput: {CHURN_CONNECTIONS} connections × {units} units × want/start/complete"
+        ));
+        let rounds = self.plan.reps(2, 5);
+        let (mut with, mut without) = (Samples::new(), Samples::new());
+        for round in 0..rounds {
+            let prefix = format!("tput_r{round}_");
+            let targets =
+                std::iter::once((agent, &mut with)).chain(bare.map(|bare| (bare, &mut without)));
+            for (target, samples) in targets {
+                match over_socket::churn(target.socket(), &prefix, CHURN_CONNECTIONS, units) {
+                    Ok((requests, took)) => samples.push(requests as f64 / took.as_secs_f64()),
+                    Err(error) => {
+                        self.notes.push(format!(
+                            "throughput against {} failed: {error}",
+                            target.description
+                        ));
+                        return;
+                    }
+                }
+            }
+        }
+        let ours = with.median();
+        let label = format!(
+            "throughput: {CHURN_CONNECTIONS} connections, each want + start + complete on its own units, requests/s"
+        );
+        let mut row = Row::new("tput", label, Quantity::OpsPerSec).ours(ours);
+        if bare.is_some() {
+            let base = without.median();
+            self.rows.push(
+                Row::new(
+                    "tput_nojournal",
+                    "throughput, agent --no-state, requests/s",
+                    Quantity::OpsPerSec,
+                )
+                .ours(base),
+            );
+            row = Row::new(
+                "journal_tput",
+                format!(
+                    "{}: agent with journal (ours) vs --no-state (baseline)",
+                    row.label
+                ),
+                Quantity::OpsPerSec,
+            )
+            .ours(ours)
+            .base(base)
+            .check("≤ 1.2× slower without journal", ours * 1.2 >= base);
+            self.extra.push((
+                "journal_tput_slowdown".into(),
+                format!("{:.4}", base / ours),
+            ));
+        }
+        self.rows.push(row);
+        self.extra.push((
+            "tput_requests_per_round".into(),
+            (3 * CHURN_CONNECTIONS * units).to_string(),
+        ));
     }
 
     fn cli(&mut self, agent: &SocketChild) {
@@ -1088,6 +1337,26 @@ impl Report {
         print!("{out}");
     }
 }
+
+/// Whether an agent journals (the default of `unitsync agent`) or runs with `--no-state`.
+#[derive(Clone, Copy)]
+enum Journal {
+    On,
+    Off,
+}
+
+impl Journal {
+    fn label(self) -> &'static str {
+        match self {
+            Journal::On => "",
+            Journal::Off => " (--no-state)",
+        }
+    }
+}
+
+/// Connections of the throughput figure: enough to keep both CPUs of the agent busy and to let
+/// concurrent requests share journal writes.
+const CHURN_CONNECTIONS: usize = 16;
 
 /// Where the W5 / W6 K=1 processes run.
 #[derive(Clone, Copy)]

@@ -55,11 +55,11 @@ pub enum Command {
     ///
     /// Refuses to start if a live agent answers on the socket; replaces a stale socket file.
     /// Journals every change to its state file and replays it when it starts again, so units
-    /// survive a restart or a crash (a change is acknowledged only once it is in the file).
-    /// Stops cleanly on Ctrl-C / SIGTERM and removes its socket. Logs go to stderr, filtered by
-    /// UNITSYNC_LOG (or RUST_LOG), e.g. UNITSYNC_LOG=debug.
+    /// survive a restart or a crash (a change is acknowledged only once it is in the file);
+    /// --no-state keeps the units in memory only. Stops cleanly on Ctrl-C / SIGTERM and removes its
+    /// socket. Logs go to stderr, filtered by UNITSYNC_LOG (or RUST_LOG), e.g. UNITSYNC_LOG=debug.
     #[command(
-        after_help = "Example:\n  unitsync agent &\n  unitsync agent --socket /tmp/ws.sock --state ~/ws.journal --sync"
+        after_help = "Example:\n  unitsync agent &\n  unitsync agent --socket /tmp/ws.sock --state ~/ws.journal --sync\n  unitsync agent --no-state"
     )]
     Agent {
         #[command(flatten)]
@@ -67,8 +67,10 @@ pub enum Command {
         /// How many events a slow `watch` may fall behind before it is told it missed some
         #[arg(long, default_value_t = unitsync_core::DEFAULT_EVENT_CAPACITY, value_name = "EVENTS")]
         event_buffer: usize,
-        /// The state file (journal) [default: the socket path with `.journal` appended]
-        #[arg(long, env = "UNITSYNC_STATE", value_name = "FILE")]
+        /// The state file (journal) [env: UNITSYNC_STATE; default: the socket path with `.journal`
+        /// appended]
+        // The environment variable is read in `main`, so that it never conflicts with --no-state.
+        #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
         /// Discard the state file's contents and start with no units
         #[arg(long)]
@@ -77,6 +79,10 @@ pub enum Command {
         /// loss too; concurrent changes share one flush
         #[arg(long)]
         sync: bool,
+        /// Keep no state file: the units live in memory only and are gone when the agent stops or
+        /// crashes (changes are acknowledged without waiting for a disk write)
+        #[arg(long, conflicts_with_all = ["state", "fresh", "sync"])]
+        no_state: bool,
     },
     /// Check the agent is alive: version, protocol, uptime, unit count.
     #[command(after_help = "Example:\n  unitsync ping")]

@@ -1,5 +1,7 @@
 //! One function per subcommand: build the request, call the agent, print the answer. Each returns
-//! `Ok(())` for exit 0 or a [`CliError`] that `main` renders once.
+//! `Ok(())` for exit 0 or a [`CliError`] that `main` renders once. The one-shot commands (`ping`,
+//! `want`, `complete`, `fail`, `ready`) are plain functions that send their one request through
+//! [`one_shot`] (no async runtime on Unix); the others are async and run on `main`'s runtime.
 
 use crate::args::{Format, Until};
 use crate::failure::{code, CliError};
@@ -75,9 +77,33 @@ fn millis(timeout: Option<Duration>) -> Option<u64> {
     timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
 }
 
-pub async fn ping(socket: &Path, json: bool) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
-    match client.request(&Request::Ping).await? {
+/// Sends `request` on a connection of its own and returns the answer: on Unix through a
+/// [`BlockingClient`](unitsync_ipc::client::BlockingClient), without an async runtime (most of
+/// what a one-shot command costs beyond starting the process would be the runtime's set-up);
+/// elsewhere through a [`Client`] on a small runtime.
+pub fn one_shot(socket: &Path, request: &Request) -> Result<Response, CliError> {
+    #[cfg(unix)]
+    {
+        Ok(unitsync_ipc::client::BlockingClient::ask(socket, request)?)
+    }
+    #[cfg(not(unix))]
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| CliError::Other {
+                code: code::REFUSED,
+                message: format!("cannot start the async runtime: {error}"),
+            })?;
+        runtime.block_on(async {
+            let mut client = Client::connect(socket).await?;
+            Ok(client.request(request).await?)
+        })
+    }
+}
+
+pub fn ping(socket: &Path, json: bool) -> Result<(), CliError> {
+    match one_shot(socket, &Request::Ping)? {
         Response::Pong { agent } if json => render::json(&agent),
         Response::Pong { agent } => render::ping(&agent),
         other => return Err(unexpected(other)),
@@ -85,18 +111,17 @@ pub async fn ping(socket: &Path, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn want(
+pub fn want(
     socket: &Path,
     unit: String,
     dependencies: Vec<String>,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
     let request = Request::Want {
         unit: unit.clone(),
         dependencies,
     };
-    match client.request(&request).await? {
+    match one_shot(socket, &request)? {
         Response::Wanted { registered, added } => {
             if json {
                 render::json(&serde_json::json!({
@@ -153,22 +178,27 @@ pub async fn start(
     start_on(client, &unit, timeout, quiet).await
 }
 
-async fn complete_on(client: &mut Client, unit: &str) -> Result<(), CliError> {
-    match client
-        .request(&Request::Complete {
-            unit: unit.to_owned(),
-        })
-        .await?
-    {
+fn complete_request(unit: &str) -> Request {
+    Request::Complete {
+        unit: unit.to_owned(),
+    }
+}
+
+/// What `complete` makes of the agent's answer.
+fn completed(response: Response) -> Result<(), CliError> {
+    match response {
         Response::Completed => Ok(()),
         Response::Refused { error } => Err(CliError::Refused(error)),
         other => Err(unexpected(other)),
     }
 }
 
-pub async fn complete(socket: &Path, unit: String) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
-    complete_on(&mut client, &unit).await
+async fn complete_on(client: &mut Client, unit: &str) -> Result<(), CliError> {
+    completed(client.request(&complete_request(unit)).await?)
+}
+
+pub fn complete(socket: &Path, unit: String) -> Result<(), CliError> {
+    completed(one_shot(socket, &complete_request(&unit))?)
 }
 
 async fn fail_on(
@@ -181,7 +211,12 @@ async fn fail_on(
         unit: unit.to_owned(),
         reason,
     };
-    match client.request(&request).await? {
+    failed(unit, json, client.request(&request).await?)
+}
+
+/// What `fail` makes of the agent's answer.
+fn failed(unit: &str, json: bool, response: Response) -> Result<(), CliError> {
+    match response {
         Response::Failed { propagated } => {
             if json {
                 render::json(&serde_json::json!({ "unit": unit, "propagated": propagated }));
@@ -199,22 +234,21 @@ async fn fail_on(
     }
 }
 
-pub async fn fail(
+pub fn fail(
     socket: &Path,
     unit: String,
     reason: Option<String>,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
-    fail_on(&mut client, &unit, reason, json).await
+    let request = Request::Fail {
+        unit: unit.clone(),
+        reason,
+    };
+    failed(&unit, json, one_shot(socket, &request)?)
 }
 
-pub async fn ready(socket: &Path, unit: String, json: bool) -> Result<(), CliError> {
-    let mut client = Client::connect(socket).await?;
-    match client
-        .request(&Request::Ready { unit: unit.clone() })
-        .await?
-    {
+pub fn ready(socket: &Path, unit: String, json: bool) -> Result<(), CliError> {
+    match one_shot(socket, &Request::Ready { unit: unit.clone() })? {
         Response::Ready { ready } => {
             if json {
                 render::json(&serde_json::json!({ "unit": unit, "ready": ready }));

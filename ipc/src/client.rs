@@ -1,6 +1,9 @@
 //! The client: connect, handshake, send requests, read responses (including the interim frames of
 //! blocking requests). It never interprets answers beyond the handshake and protocol-level errors;
-//! the CLI decides what each response means for the user.
+//! the CLI decides what each response means for the user. Answers are read through one buffered
+//! [`FrameReader`] per connection; each request is written as one frame with one `write_all`.
+//! [`BlockingClient`] (Unix) is the same connection without an async runtime, for the one-shot
+//! commands of the CLI, whose start-up it keeps short.
 //!
 //! [`Resumable`] is the one place where a blocking request (`start`, `wait`, `watch`) outlives its
 //! agent: when the connection is lost or the agent says it is shutting down, it reconnects with
@@ -13,7 +16,9 @@
 //! second), so a mistyped socket path never hangs.
 
 use crate::error::IpcError;
-use crate::frame::{read_message, write_message, FrameError};
+#[cfg(unix)]
+use crate::frame::{encode, read_frame_blocking};
+use crate::frame::{write_message, FrameError, FrameReader};
 use crate::protocol::{
     Hello, HelloReply, Request, Response, Welcome, MAX_FRAME_BYTES, MAX_RESPONSE_BYTES,
     PROTOCOL_VERSION,
@@ -30,9 +35,14 @@ pub const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(25);
 /// The longest pause between reconnection attempts.
 pub const RECONNECT_MAX_PAUSE: Duration = Duration::from_secs(1);
 
+/// Room the client's [`FrameReader`] keeps for answers: a few typical answers or `watch` events
+/// per read; a longer answer gets room for itself while it is read.
+const RESPONSE_BUFFER_BYTES: usize = 4096;
+
 /// A handshaken connection to an agent.
 pub struct Client {
-    stream: Stream,
+    /// Reads answers; requests are written through `reader.get_ref()`.
+    reader: FrameReader<Stream>,
     path: PathBuf,
     welcome: Welcome,
 }
@@ -47,7 +57,7 @@ impl Client {
                 source,
             })?;
         let mut client = Self {
-            stream,
+            reader: FrameReader::with_capacity(stream, MAX_RESPONSE_BYTES, RESPONSE_BUFFER_BYTES),
             path: path.to_owned(),
             welcome: Welcome {
                 protocol: 0,
@@ -63,10 +73,7 @@ impl Client {
             // An agent that refuses this peer outright (another user) answers and closes without
             // reading the hello, so the write can fail while its reason is waiting to be read.
             let sent = client.write(&hello).await;
-            match (
-                sent,
-                read_message::<_, HelloReply>(&mut &client.stream, MAX_RESPONSE_BYTES).await,
-            ) {
+            match (sent, client.reader.read_message::<HelloReply>().await) {
                 (_, Ok(reply)) => Ok(reply),
                 (Err(error), Err(_)) => Err(error),
                 (Ok(()), Err(source)) => Err(client.lost(source)),
@@ -110,15 +117,12 @@ impl Client {
     /// Reads the next response frame. Protocol-level answers (`error`, `shutting_down`,
     /// `unsaved`) become errors; graph refusals stay responses for the caller to render.
     pub async fn recv(&mut self) -> Result<Response, IpcError> {
-        let response: Response = read_message(&mut &self.stream, MAX_RESPONSE_BYTES)
+        let response: Response = self
+            .reader
+            .read_message()
             .await
             .map_err(|source| self.lost(source))?;
-        match response {
-            Response::Error { message } => Err(IpcError::BadRequest(message)),
-            Response::ShuttingDown => Err(IpcError::ShuttingDown(self.path.clone())),
-            Response::Unsaved { message } => Err(IpcError::Unsaved(message)),
-            response => Ok(response),
-        }
+        protocol_answer(response, &self.path)
     }
 
     /// Sends `request` and reads its (single) response.
@@ -128,7 +132,7 @@ impl Client {
     }
 
     async fn write<T: serde::Serialize>(&mut self, message: &T) -> Result<(), IpcError> {
-        write_message(&mut &self.stream, message, MAX_FRAME_BYTES)
+        write_message(&mut self.reader.get_ref(), message, MAX_FRAME_BYTES)
             .await
             .map_err(|source| self.lost(source))
     }
@@ -138,6 +142,142 @@ impl Client {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+/// Maps the protocol-level answers (`error`, `shutting_down`, `unsaved`) to errors, as
+/// [`Client::recv`] and [`BlockingClient::request`] do.
+fn protocol_answer(response: Response, path: &Path) -> Result<Response, IpcError> {
+    match response {
+        Response::Error { message } => Err(IpcError::BadRequest(message)),
+        Response::ShuttingDown => Err(IpcError::ShuttingDown(path.to_owned())),
+        Response::Unsaved { message } => Err(IpcError::Unsaved(message)),
+        response => Ok(response),
+    }
+}
+
+/// A handshaken connection for a command that sends one request and reads one answer, without an
+/// async runtime (Unix only): a blocking `UnixStream`, the same handshake, frame limits, errors and
+/// handshake timeout as [`Client`], and none of a runtime's set-up (an epoll instance, an eventfd,
+/// the signal driver's socket pair). Not for blocking requests (`start`, `wait`, `watch`), which
+/// need [`Resumable`].
+#[cfg(unix)]
+pub struct BlockingClient {
+    stream: std::os::unix::net::UnixStream,
+    path: PathBuf,
+    welcome: Welcome,
+}
+
+#[cfg(unix)]
+impl BlockingClient {
+    /// Connects to the agent at `path` and performs the version handshake (within
+    /// [`HANDSHAKE_TIMEOUT`], like [`Client::connect`]).
+    pub fn connect(path: &Path) -> Result<Self, IpcError> {
+        Self::open(path, None)
+    }
+
+    /// Connects, sends `request` and returns its answer: one command's whole conversation. The
+    /// request goes out in the same write as the hello (the agent reads it only after welcoming
+    /// this client, and drops it unread if it refuses), so the exchange costs one round trip
+    /// instead of two.
+    pub fn ask(path: &Path, request: &Request) -> Result<Response, IpcError> {
+        let client = Self::open(path, Some(request))?;
+        client.read_answer()
+    }
+
+    /// [`connect`](Self::connect), with `pipelined` (if any) written right behind the hello.
+    fn open(path: &Path, pipelined: Option<&Request>) -> Result<Self, IpcError> {
+        use std::io::Write;
+        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
+            IpcError::Unreachable {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        let lost = |source: FrameError| IpcError::Connection {
+            path: path.to_owned(),
+            source,
+        };
+        let no_answer = || IpcError::NoAnswer {
+            path: path.to_owned(),
+            waited: HANDSHAKE_TIMEOUT,
+        };
+        let timed_out = |error: &std::io::Error| {
+            matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        };
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(|error| lost(error.into()))?;
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            client: format!("unitsync {}", env!("CARGO_PKG_VERSION")),
+        };
+        let mut frame = encode(&hello, MAX_FRAME_BYTES).map_err(lost)?;
+        if let Some(request) = pipelined {
+            frame.extend_from_slice(&encode(request, MAX_FRAME_BYTES).map_err(lost)?);
+        }
+        // As in `Client::connect`: an agent that refuses this peer answers and closes without
+        // reading the hello, so a failed write still lets its reason be read.
+        let sent = (&stream).write_all(&frame);
+        let reply = match read_frame_blocking(&mut &stream, MAX_RESPONSE_BYTES) {
+            Ok(payload) => serde_json::from_slice::<HelloReply>(&payload)
+                .map_err(|error| lost(error.into()))?,
+            Err(FrameError::Io(error)) if timed_out(&error) => return Err(no_answer()),
+            Err(source) => {
+                return Err(match sent {
+                    Err(error) => lost(error.into()),
+                    Ok(()) => lost(source),
+                })
+            }
+        };
+        stream
+            .set_read_timeout(None)
+            .map_err(|error| lost(error.into()))?;
+        match reply {
+            HelloReply::Welcome(welcome) => Ok(Self {
+                stream,
+                path: path.to_owned(),
+                welcome,
+            }),
+            HelloReply::Refused { message, .. } => Err(IpcError::Refused {
+                path: path.to_owned(),
+                message,
+            }),
+        }
+    }
+
+    /// What the agent said about itself in the handshake.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends `request` and reads its answer; protocol-level answers become errors, as in
+    /// [`Client::recv`].
+    pub fn request(&mut self, request: &Request) -> Result<Response, IpcError> {
+        use std::io::Write;
+        let lost = |source: FrameError| IpcError::Connection {
+            path: self.path.clone(),
+            source,
+        };
+        let frame = encode(request, MAX_FRAME_BYTES).map_err(lost)?;
+        (&self.stream)
+            .write_all(&frame)
+            .map_err(|error| lost(error.into()))?;
+        self.read_answer()
+    }
+
+    /// Reads the answer to the request sent last.
+    fn read_answer(&self) -> Result<Response, IpcError> {
+        let lost = |source: FrameError| IpcError::Connection {
+            path: self.path.clone(),
+            source,
+        };
+        let payload = read_frame_blocking(&mut &self.stream, MAX_RESPONSE_BYTES).map_err(lost)?;
+        let response = serde_json::from_slice(&payload).map_err(|error| lost(error.into()))?;
+        protocol_answer(response, &self.path)
     }
 }
 

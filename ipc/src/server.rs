@@ -1,10 +1,12 @@
 //! The agent: accepts local-socket connections and serves the protocol against one [`Graph`].
 //!
 //! Each connection is its own task; whatever goes wrong on it (bad frame, unknown request, a peer
-//! that vanishes) is logged and ends that connection only. Blocking requests are served by the
-//! graph's own async waits, raced against the client's side of the socket: if the client goes away
-//! mid-wait the wait future is dropped, which frees its waiter and leaves the unit as it was. Nothing
-//! polls: a blocked `start` is answered the moment the graph wakes it.
+//! that vanishes) is logged and ends that connection only. A connection reads only through its
+//! [`FrameReader`] (one `read` normally brings a whole request) and writes each answer as one frame
+//! with one `write_all`. Blocking requests are served by the graph's own async waits, raced against
+//! the client's side of the socket ([`FrameReader::peer_activity`]): if the client goes away
+//! mid-wait the wait future is dropped, which frees its waiter and leaves the unit as it was.
+//! Nothing polls: a blocked `start` is answered the moment the graph wakes it.
 //!
 //! When a client's departure and its wait's completion are both ready, the departure wins: a `start`
 //! whose client's hang-up has already arrived never marks the unit started.
@@ -34,7 +36,7 @@
 //! not interpret names or states beyond mapping graph answers to responses.
 
 use crate::error::IpcError;
-use crate::frame::{encode, read_message, write_message, FrameError};
+use crate::frame::{encode, write_message, FrameError, FrameReader};
 use crate::journal::JournalHandle;
 use crate::memory::Trimmer;
 use crate::protocol::{
@@ -48,13 +50,18 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use unitsync_core::{Graph, StartOutcome, UnitSnapshot, UnitState, WaitOutcome};
 
 /// How long a new connection may take to say hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Room each connection's [`FrameReader`] keeps for requests: several typical requests (tens to a
+/// few hundred bytes each) in one read, small enough for 10,000 connections. A longer request, up to
+/// `MAX_FRAME_BYTES`, gets room for itself while it is read.
+const REQUEST_BUFFER_BYTES: usize = 1024;
 
 /// How long shutdown waits for open connections to finish their last frame.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -96,6 +103,8 @@ struct Shared {
     /// Taken around multi-event changes and commit-point reads (see the module docs), with a journal.
     changes: Mutex<()>,
     started: Instant,
+    /// This process's id, read once (`getpid` is a system call every time).
+    pid: u32,
     /// Unix milliseconds of the graph's origin, to turn graph durations into wall-clock times.
     origin_unix_ms: u64,
     /// Where changes must be before they are acknowledged, if anywhere.
@@ -167,6 +176,7 @@ impl Agent {
             graph: self.graph.clone(),
             changes: Mutex::new(()),
             started: self.started,
+            pid: std::process::id(),
             origin_unix_ms: self.origin_unix_ms,
             journal: self.journal.as_ref().map(|j| j.handle.clone()),
             trimmer: Trimmer::default(),
@@ -306,12 +316,11 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
         let _ = send_hello(&stream, &reply).await;
         return;
     }
-    let mut reader = &stream;
+    // Every read of this connection goes through its buffer; answers are written through
+    // `reader.get_ref()`.
+    let mut reader = FrameReader::with_capacity(stream, MAX_FRAME_BYTES, REQUEST_BUFFER_BYTES);
     let mut stopping = shared.stopping.clone();
-    let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_message(&mut reader, MAX_FRAME_BYTES),
-    );
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message::<Hello>());
     let hello: Hello = tokio::select! {
         read = handshake => match read {
             Ok(Ok(hello)) => hello,
@@ -322,7 +331,7 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
                     message: format!("expected a hello frame: {error}"),
                     protocol: PROTOCOL_VERSION,
                 };
-                let _ = send_hello(&stream, &reply).await;
+                let _ = send_hello(reader.get_ref(), &reply).await;
                 return;
             }
             Err(_) => {
@@ -340,23 +349,26 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
             ),
             protocol: PROTOCOL_VERSION,
         };
-        let _ = send_hello(&stream, &reply).await;
+        let _ = send_hello(reader.get_ref(), &reply).await;
         return;
     }
     let welcome = HelloReply::Welcome(Welcome {
         protocol: PROTOCOL_VERSION,
         agent_version: AGENT_VERSION.to_owned(),
-        pid: std::process::id(),
+        pid: shared.pid,
     });
-    if send_hello(&stream, &welcome).await.is_err() {
+    if send_hello(reader.get_ref(), &welcome).await.is_err() {
         return;
     }
+    // Between requests the connection is idle: end it as soon as the agent stops, so shutdown
+    // never waits for a client that keeps a connection open without using it. One future for the
+    // connection's life (not one per request), since it only ever resolves once.
+    let mut stop = std::pin::pin!(stopped(&mut stopping));
     loop {
-        // Between requests the connection is idle: end it as soon as the agent stops, so shutdown
-        // never waits for a client that keeps a connection open without using it.
         let read = tokio::select! {
-            read = read_message(&mut reader, MAX_FRAME_BYTES) => read,
-            () = stopped(&mut stopping) => return,
+            biased;
+            () = &mut stop => return,
+            read = reader.read_message() => read,
         };
         let request: Request = match read {
             Ok(request) => request,
@@ -366,7 +378,7 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
                 let reply = Response::Error {
                     message: format!("malformed or unknown request: {error}"),
                 };
-                if send(&stream, &reply).await.is_err() {
+                if send(reader.get_ref(), &reply).await.is_err() {
                     return;
                 }
                 continue;
@@ -376,7 +388,7 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
                 let reply = Response::Error {
                     message: error.to_string(),
                 };
-                let _ = send(&stream, &reply).await;
+                let _ = send(reader.get_ref(), &reply).await;
                 return;
             }
             Err(error) => {
@@ -385,14 +397,21 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
             }
         };
         tracing::trace!(?request, "request");
-        match handle(request, &stream, &shared).await {
+        match handle(request, &mut reader, &shared).await {
             Ok(Next::Continue) => {}
             Ok(Next::Close) | Err(_) => return,
         }
     }
 }
 
-async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Next, FrameError> {
+/// A connection's reading side; its stream is written through `get_ref()`.
+type Connection = FrameReader<Stream>;
+
+async fn handle(
+    request: Request,
+    connection: &mut Connection,
+    shared: &Shared,
+) -> Result<Next, FrameError> {
     let graph = &shared.graph;
     let reply = match request {
         Request::Ping => Response::Pong {
@@ -401,7 +420,7 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
                 protocol: PROTOCOL_VERSION,
                 uptime_ms: shared.started.elapsed().as_millis() as u64,
                 units: graph.len(),
-                pid: std::process::id(),
+                pid: shared.pid,
                 waiters: graph.parked_waiters(),
             },
         },
@@ -420,7 +439,7 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
             unit,
             timeout_ms,
             claim,
-        } => return serve_start(stream, shared, &unit, timeout_ms, claim.as_deref()).await,
+        } => return serve_start(connection, shared, &unit, timeout_ms, claim.as_deref()).await,
         Request::Abandon { owner, reason } => {
             let (failed, point) = change(shared, |graph| {
                 graph.fail_started_by(|claim| claim_owner(claim) == owner, &reason)
@@ -457,7 +476,7 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
         } => {
             let deadline = deadline_after(timeout_ms);
             let wait = graph.wait_for(&unit, until, deadline);
-            match until_closed(stream, shared, wait).await? {
+            match until_closed(connection, shared, wait).await? {
                 Some(Ok(WaitOutcome::Reached(state))) => {
                     durable(shared, Response::Reached { state }, commit_point(shared)).await
                 }
@@ -489,10 +508,10 @@ async fn handle(request: Request, stream: &Stream, shared: &Shared) -> Result<Ne
         Request::Graph { format } => Response::Graph {
             text: graph.export(format),
         },
-        Request::Watch { from_seq } => return serve_watch(stream, shared, from_seq).await,
+        Request::Watch { from_seq } => return serve_watch(connection, shared, from_seq).await,
     };
     let large = matches!(reply, Response::List { .. } | Response::Graph { .. });
-    let sent = send(stream, &reply).await?;
+    let sent = send(connection.get_ref(), &reply).await?;
     drop(reply);
     if large {
         shared.trimmer.answered(sent);
@@ -512,32 +531,30 @@ fn deadline_after(timeout_ms: Option<u64>) -> Option<Instant> {
 /// Runs `work` while watching the client: returns `None` if the client hung up (or broke protocol
 /// by talking during a wait) or the agent is stopping (after telling the client), else the result.
 async fn until_closed<F: Future>(
-    stream: &Stream,
+    connection: &mut Connection,
     shared: &Shared,
     work: F,
 ) -> Result<Option<F::Output>, FrameError> {
-    let mut reader = stream;
     let mut stopping = shared.stopping.clone();
-    let mut probe = [0u8; 1];
     let mut work = std::pin::pin!(work);
     tokio::select! {
         // The client's side first: a client that already left must not have its wait completed
         // (for `start`, that would start a unit nobody runs).
         biased;
-        _ = reader.read(&mut probe) => {
+        _ = connection.peer_activity() => {
             tracing::debug!("client left while waiting; its waiter is freed");
             Ok(None)
         }
         output = &mut work => Ok(Some(output)),
         () = stopped(&mut stopping) => {
-            send(stream, &Response::ShuttingDown).await?;
+            send(connection.get_ref(), &Response::ShuttingDown).await?;
             Ok(None)
         }
     }
 }
 
 async fn serve_start(
-    stream: &Stream,
+    connection: &mut Connection,
     shared: &Shared,
     unit: &str,
     timeout_ms: Option<u64>,
@@ -552,14 +569,12 @@ async fn serve_start(
             progress.send_replace(Some(unmet.to_vec()));
         });
     let mut start = std::pin::pin!(start);
-    let mut reader = stream;
     let mut stopping = shared.stopping.clone();
-    let mut probe = [0u8; 1];
     let outcome = loop {
         tokio::select! {
             // The client's side first: a client that already left must not have its unit started.
             biased;
-            _ = reader.read(&mut probe) => {
+            _ = connection.peer_activity() => {
                 tracing::debug!(unit, "client left while waiting to start; its waiter is freed");
                 return Ok(Next::Close);
             }
@@ -567,11 +582,11 @@ async fn serve_start(
             Ok(()) = updates.changed() => {
                 let unmet = updates.borrow_and_update().clone();
                 if let Some(unmet) = unmet {
-                    send(stream, &Response::Blocked { unmet }).await?;
+                    send(connection.get_ref(), &Response::Blocked { unmet }).await?;
                 }
             }
             () = stopped(&mut stopping) => {
-                send(stream, &Response::ShuttingDown).await?;
+                send(connection.get_ref(), &Response::ShuttingDown).await?;
                 return Ok(Next::Close);
             }
         }
@@ -590,12 +605,12 @@ async fn serve_start(
         timed_out @ Response::TimedOut { .. } => timed_out,
         reply => durable(shared, reply, commit_point(shared)).await,
     };
-    send(stream, &reply).await?;
+    send(connection.get_ref(), &reply).await?;
     Ok(Next::Continue)
 }
 
 async fn serve_watch(
-    stream: &Stream,
+    connection: &mut Connection,
     shared: &Shared,
     from_seq: Option<u64>,
 ) -> Result<Next, FrameError> {
@@ -603,9 +618,7 @@ async fn serve_watch(
         Some(seq) => shared.graph.subscribe_from(seq),
         None => shared.graph.subscribe(),
     };
-    let mut reader = stream;
     let mut stopping = shared.stopping.clone();
-    let mut probe = [0u8; 1];
     loop {
         let reply = tokio::select! {
             biased;
@@ -622,11 +635,11 @@ async fn serve_watch(
                 },
                 Err(lagged) => Response::Lagged { missed: lagged.0 },
             },
-            _ = reader.read(&mut probe) => return Ok(Next::Close),
+            _ = connection.peer_activity() => return Ok(Next::Close),
             () = stopped(&mut stopping) => Response::ShuttingDown,
         };
         let last = matches!(reply, Response::ShuttingDown | Response::Unsaved { .. });
-        send(stream, &reply).await?;
+        send(connection.get_ref(), &reply).await?;
         if last {
             return Ok(Next::Close);
         }

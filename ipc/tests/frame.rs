@@ -1,13 +1,20 @@
 //! The frame codec's limits: a frame over the reader's limit (`MAX_FRAME_BYTES` for what the agent
 //! reads, `MAX_RESPONSE_BYTES` for what a client reads) is refused from its header alone (before any
 //! payload is read or allocated); a response may be far larger than a request; clean close, a torn
-//! header and a torn payload are told apart; and frames survive arbitrary read splits.
+//! header and a torn payload are told apart; and frames survive arbitrary read splits. The same for
+//! the buffered `FrameReader`, which also reads several frames in one read, makes room for a long
+//! frame only up to the limit and gives it back, keeps what a peer sent while it was watched for a
+//! hang-up, and loses nothing when a read is cancelled. The blocking reader of the runtime-free
+//! client follows the same rules.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, ReadBuf};
-use unitsync_ipc::frame::{encode, read_frame, read_message, write_message, FrameError};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use unitsync_ipc::frame::{
+    encode, read_frame, read_message, write_message, FrameError, FrameReader, PeerActivity,
+};
 use unitsync_ipc::protocol::{Request, Response, MAX_FRAME_BYTES, MAX_RESPONSE_BYTES};
 
 /// Hands out its bytes one per read, to split every frame at every possible point.
@@ -202,6 +209,241 @@ async fn garbage_payloads_are_malformed_not_fatal() {
         match read_message::<_, Request>(&mut wire.as_slice(), MAX_FRAME_BYTES).await {
             Err(FrameError::Malformed(_)) => {}
             other => panic!("{payload:?}: expected Malformed, got {other:?}"),
+        }
+    }
+}
+
+// ---- FrameReader: the buffered reader of the agent and the client ----
+
+/// Hands out its bytes in the given chunk sizes (then the rest at once), counting the reads that
+/// returned data.
+struct Chunks {
+    bytes: Vec<u8>,
+    at: usize,
+    sizes: Vec<usize>,
+    reads: usize,
+}
+
+impl Chunks {
+    fn new(bytes: Vec<u8>, sizes: &[usize]) -> Self {
+        Self {
+            bytes,
+            at: 0,
+            sizes: sizes.iter().rev().copied().collect(),
+            reads: 0,
+        }
+    }
+}
+
+impl AsyncRead for Chunks {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let left = self.bytes.len() - self.at;
+        let chunk = self.sizes.pop().unwrap_or(left);
+        let n = chunk.min(left).min(buf.remaining());
+        if n > 0 {
+            let at = self.at;
+            let bytes = self.bytes[at..at + n].to_vec();
+            buf.put_slice(&bytes);
+            self.at += n;
+            self.reads += 1;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn one_read_brings_several_frames() {
+    let mut wire = encode(&Request::Ping, MAX_FRAME_BYTES).unwrap();
+    wire.extend(encode(&Request::List, MAX_FRAME_BYTES).unwrap());
+    wire.extend(frame(b"{\"request\":\"ping\"}"));
+    let mut reader = FrameReader::new(Chunks::new(wire, &[]), MAX_FRAME_BYTES);
+    let first: Request = reader.read_message().await.unwrap();
+    assert_eq!(
+        reader.get_ref().reads,
+        1,
+        "the whole stream came in one read"
+    );
+    let second: Request = reader.read_message().await.unwrap();
+    let third = reader.read_frame().await.unwrap();
+    assert_eq!((first, second), (Request::Ping, Request::List));
+    assert_eq!(third, b"{\"request\":\"ping\"}");
+    assert_eq!(reader.get_ref().reads, 1);
+    assert!(matches!(reader.read_frame().await, Err(FrameError::Closed)));
+}
+
+#[tokio::test]
+async fn buffered_frames_survive_every_read_split() {
+    let mut wire = encode(&Request::Ping, MAX_FRAME_BYTES).unwrap();
+    wire.extend(frame(b"{not json"));
+    wire.extend(encode(&Request::List, MAX_FRAME_BYTES).unwrap());
+    for first in 1..wire.len() {
+        for second in [1, 3, 7, 100] {
+            let mut reader = FrameReader::with_capacity(
+                Chunks::new(wire.clone(), &[first, second]),
+                MAX_FRAME_BYTES,
+                8,
+            );
+            assert_eq!(
+                reader.read_message::<Request>().await.unwrap(),
+                Request::Ping
+            );
+            // A payload that does not decode is consumed: the next frame still reads.
+            assert!(matches!(
+                reader.read_message::<Request>().await,
+                Err(FrameError::Malformed(_))
+            ));
+            assert_eq!(
+                reader.read_message::<Request>().await.unwrap(),
+                Request::List
+            );
+            assert!(matches!(reader.read_frame().await, Err(FrameError::Closed)));
+        }
+    }
+    let mut reader = FrameReader::new(Trickle(wire, 0), MAX_FRAME_BYTES);
+    assert_eq!(
+        reader.read_message::<Request>().await.unwrap(),
+        Request::Ping
+    );
+}
+
+#[tokio::test]
+async fn the_buffered_reader_refuses_an_oversized_frame_from_its_header_alone() {
+    for (limit, length) in [
+        (MAX_FRAME_BYTES, MAX_FRAME_BYTES as u32 + 1),
+        (MAX_FRAME_BYTES, u32::MAX),
+        (MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES as u32 + 1),
+        (MAX_RESPONSE_BYTES, u32::MAX),
+    ] {
+        let mut reader = FrameReader::new(HeaderOnly(length.to_be_bytes(), 0), limit);
+        match reader.read_frame().await {
+            Err(FrameError::TooLarge {
+                length: n,
+                limit: l,
+            }) => assert_eq!((n, l), (length as usize, limit)),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(
+            reader.capacity() <= unitsync_ipc::frame::DEFAULT_BUFFER_BYTES,
+            "no room was made for the refused payload"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_long_frame_gets_room_for_itself_only_and_gives_it_back() {
+    let payload = vec![b' '; MAX_FRAME_BYTES];
+    let mut wire = frame(&payload);
+    wire.extend(encode(&Request::Ping, MAX_FRAME_BYTES).unwrap());
+    // Arriving in pieces, as from a socket, the frame of exactly the limit is accepted; the
+    // buffer never holds more than the frame itself.
+    let mut reader = FrameReader::with_capacity(
+        Chunks::new(wire, &[100, 65_536, 65_536, 1 << 20]),
+        MAX_FRAME_BYTES,
+        1024,
+    );
+    assert_eq!(reader.read_frame().await.unwrap().len(), MAX_FRAME_BYTES);
+    assert!(reader.capacity() <= 4 + MAX_FRAME_BYTES);
+    assert_eq!(
+        reader.read_message::<Request>().await.unwrap(),
+        Request::Ping
+    );
+    assert!(
+        reader.capacity() <= 1024,
+        "the long frame's room is given back"
+    );
+}
+
+#[tokio::test]
+async fn the_buffered_reader_tells_clean_close_from_torn_frames() {
+    let mut reader = FrameReader::new([].as_slice(), MAX_FRAME_BYTES);
+    assert!(matches!(reader.read_frame().await, Err(FrameError::Closed)));
+    let mut reader = FrameReader::new([0u8, 0].as_slice(), MAX_FRAME_BYTES);
+    match reader.read_frame().await {
+        Err(FrameError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof),
+        other => panic!("expected a torn header, got {other:?}"),
+    }
+    let mut torn = frame(b"{\"request\":\"ping\"}");
+    torn.truncate(torn.len() - 3);
+    let mut reader = FrameReader::new(torn.as_slice(), MAX_FRAME_BYTES);
+    match reader.read_frame().await {
+        Err(FrameError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof),
+        other => panic!("expected a torn payload, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn peer_activity_sees_a_hang_up_or_keeps_what_was_sent() {
+    let mut reader = FrameReader::new([].as_slice(), MAX_FRAME_BYTES);
+    assert_eq!(reader.peer_activity().await.unwrap(), PeerActivity::Closed);
+
+    let wire = encode(&Request::List, MAX_FRAME_BYTES).unwrap();
+    let mut reader = FrameReader::new(Trickle(wire, 0), MAX_FRAME_BYTES);
+    assert_eq!(reader.peer_activity().await.unwrap(), PeerActivity::Sent);
+    assert_eq!(reader.buffered(), 1);
+    // Already buffered: at once, without reading.
+    assert_eq!(reader.peer_activity().await.unwrap(), PeerActivity::Sent);
+    assert_eq!(reader.buffered(), 1);
+    assert_eq!(
+        reader.read_message::<Request>().await.unwrap(),
+        Request::List
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_read_loses_nothing() {
+    let (mut near, far) = tokio::io::duplex(64);
+    let mut reader = FrameReader::new(far, MAX_FRAME_BYTES);
+    let wire = encode(&Request::List, MAX_FRAME_BYTES).unwrap();
+    let (head, tail) = wire.split_at(6);
+    near.write_all(head).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(20), reader.read_frame()).await;
+    assert!(early.is_err(), "half a frame must not be returned");
+    assert_eq!(reader.buffered(), 6, "what was read stays buffered");
+    near.write_all(tail).await.unwrap();
+    assert_eq!(
+        reader.read_message::<Request>().await.unwrap(),
+        Request::List
+    );
+}
+
+#[test]
+fn the_blocking_reader_follows_the_same_rules() {
+    use unitsync_ipc::frame::read_frame_blocking;
+    let mut wire = encode(&Request::Ping, MAX_FRAME_BYTES).unwrap();
+    wire.extend(encode(&Request::List, MAX_FRAME_BYTES).unwrap());
+    let mut reader = wire.as_slice();
+    assert_eq!(
+        read_frame_blocking(&mut reader, MAX_FRAME_BYTES).unwrap(),
+        br#"{"request":"ping"}"#
+    );
+    assert_eq!(
+        read_frame_blocking(&mut reader, MAX_FRAME_BYTES).unwrap(),
+        br#"{"request":"list"}"#
+    );
+    assert!(matches!(
+        read_frame_blocking(&mut reader, MAX_FRAME_BYTES),
+        Err(FrameError::Closed)
+    ));
+    match read_frame_blocking(&mut [0u8, 0].as_slice(), MAX_FRAME_BYTES) {
+        Err(FrameError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof),
+        other => panic!("expected a torn header, got {other:?}"),
+    }
+    let mut torn = frame(b"{\"request\":\"ping\"}");
+    torn.truncate(torn.len() - 3);
+    match read_frame_blocking(&mut torn.as_slice(), MAX_FRAME_BYTES) {
+        Err(FrameError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof),
+        other => panic!("expected a torn payload, got {other:?}"),
+    }
+    // Refused from the header alone: a reader holding only the header is never read past it.
+    for length in [MAX_RESPONSE_BYTES as u32 + 1, u32::MAX] {
+        let header = length.to_be_bytes();
+        match read_frame_blocking(&mut header.as_slice(), MAX_RESPONSE_BYTES) {
+            Err(FrameError::TooLarge { length: n, .. }) => assert_eq!(n, length as usize),
+            other => panic!("expected TooLarge, got {other:?}"),
         }
     }
 }
