@@ -90,10 +90,7 @@ pub fn run(socket: &Path, options: AgentOptions) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|error| CliError::Other {
-            code: code::REFUSED,
-            message: format!("cannot start the async runtime: {error}"),
-        })?;
+        .map_err(CliError::no_runtime)?;
     runtime.block_on(async {
         let stop = stop_signal().map_err(|error| CliError::Other {
             code: code::REFUSED,

@@ -91,10 +91,7 @@ pub fn one_shot(socket: &Path, request: &Request) -> Result<Response, CliError> 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|error| CliError::Other {
-                code: code::REFUSED,
-                message: format!("cannot start the async runtime: {error}"),
-            })?;
+            .map_err(CliError::no_runtime)?;
         runtime.block_on(async {
             let mut client = Client::connect(socket).await?;
             Ok(client.request(request).await?)

@@ -42,6 +42,14 @@ impl From<IpcError> for CliError {
 }
 
 impl CliError {
+    /// The async runtime could not be built (no threads, no epoll instance, no descriptors left).
+    pub fn no_runtime(error: std::io::Error) -> Self {
+        CliError::Other {
+            code: code::REFUSED,
+            message: format!("cannot start the async runtime: {error}"),
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -141,10 +141,7 @@ fn client_command(command: Command) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| CliError::Other {
-            code: failure::code::REFUSED,
-            message: format!("cannot start the async runtime: {error}"),
-        })?;
+        .map_err(CliError::no_runtime)?;
     runtime.block_on(async move {
         match command {
             Command::Start {

@@ -86,10 +86,7 @@ pub fn run(options: RunOptions) -> Result<(), CliError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|error| CliError::Other {
-            code: code::REFUSED,
-            message: format!("cannot start the async runtime: {error}"),
-        })?;
+        .map_err(CliError::no_runtime)?;
     runtime.block_on(run_async(options))
 }
 
