@@ -28,69 +28,74 @@ use crate::raw_socket::{self, RawClient};
 use crate::stats::Samples;
 use crate::workloads::{self, Chain, Fanout, Memory, Mixed, Subject};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use unitsync_core::Graph;
 
-const USAGE: &str =
-    "usage: report [--quick] [--only w1,w2,w3,w4,w5,w6,tput,cli] (w6 includes tput)";
+/// The report's command line.
+#[derive(clap::Parser)]
+#[command(
+    name = "report",
+    about = "Runs every workload of WORKLOADS.md against its baseline in this process and prints a \
+             Markdown table and one `summary:` line",
+    after_help = "Example: cargo run --release -p unitsync-benches --bin report -- --quick --only w1,w5"
+)]
+struct Arguments {
+    /// Fewer repetitions and samples: about 15 s instead of about a minute (CI's smoke run)
+    #[arg(long)]
+    quick: bool,
+    /// Run only these sections (comma-separated; w6 includes tput)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        ignore_case = true,
+        value_parser = ["w1", "w2", "w3", "w4", "w5", "w6", "tput", "cli"]
+    )]
+    only: Option<Vec<String>>,
+    /// Child mode: the raw UnixStream ping-pong server on this socket
+    #[arg(long, hide = true, value_name = "SOCKET", conflicts_with_all = ["quick", "only", "serve_agent"])]
+    serve_raw: Option<PathBuf>,
+    /// Child mode: a `unitsync_ipc::Agent` on this socket (when the `unitsync` binary is missing)
+    #[arg(long, hide = true, value_name = "SOCKET", conflicts_with_all = ["quick", "only"])]
+    serve_agent: Option<PathBuf>,
+    /// With --serve-agent: no state journal
+    #[arg(long, hide = true, requires = "serve_agent")]
+    no_state: bool,
+}
 
 /// Runs the report with this process's arguments (the binary must install
 /// [`alloc_counter::CountingAlloc`] as its global allocator for the W4 figures).
 pub fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--serve-raw") => return serve_raw(args.get(1)),
-        Some("--serve-agent") => {
-            return serve_agent(
-                args.get(1),
-                args.get(2).map(String::as_str) == Some("--no-state"),
-            )
-        }
-        _ => {}
+    let arguments = <Arguments as clap::Parser>::parse();
+    if let Some(socket) = &arguments.serve_raw {
+        return serve_raw(socket);
     }
-    let mut quick = false;
-    let mut only: Option<Vec<String>> = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--only" => {
-                let list = rest
-                    .next()
-                    .unwrap_or_else(|| exit_usage("--only needs a list"));
-                only = Some(list.split(',').map(|s| s.trim().to_lowercase()).collect());
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return;
-            }
-            other => exit_usage(&format!("unknown argument {other:?}")),
-        }
+    if let Some(socket) = &arguments.serve_agent {
+        return serve_agent(socket, arguments.no_state);
     }
-    let mut report = Report::new(Plan { quick }, only);
+    let only = arguments
+        .only
+        .map(|sections| sections.iter().map(|s| s.to_lowercase()).collect());
+    let mut report = Report::new(
+        Plan {
+            quick: arguments.quick,
+        },
+        only,
+    );
     report.run();
     report.print();
 }
 
-fn exit_usage(message: &str) -> ! {
-    eprintln!("report: {message}\n{USAGE}");
-    std::process::exit(2);
-}
-
-fn serve_raw(socket: Option<&String>) {
-    let socket = socket.unwrap_or_else(|| exit_usage("--serve-raw needs a socket path"));
+fn serve_raw(socket: &Path) {
     let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind raw socket");
     raw_socket::serve(listener).expect("raw server");
 }
 
 /// The stand-in for `unitsync agent` when the binary is missing: journaling to a fresh state file
 /// beside the socket, as `unitsync agent` does by default, or with none (`--no-state`).
-fn serve_agent(socket: Option<&String>, no_state: bool) {
-    let socket = socket.unwrap_or_else(|| exit_usage("--serve-agent needs a socket path"));
-    let socket = Path::new(socket);
+fn serve_agent(socket: &Path, no_state: bool) {
     let state = (!no_state).then(|| unitsync_ipc::state::StateOptions {
         path: unitsync_ipc::state::default_state_path(socket),
         fresh: true,

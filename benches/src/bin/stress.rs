@@ -45,58 +45,50 @@ mod workloads {
     use unitsync_benches::process::{self, SocketChild};
     use unitsync_benches::stress::{self, AgentLoad, Phase};
 
+    /// Which workload `stress` runs.
+    #[derive(Clone, Copy, clap::ValueEnum)]
+    enum Workload {
+        /// The in-process graph: W1 fan-out with async waiters, W2 chain, W3 mixed
+        Graph,
+        /// A `unitsync agent` process under churning and blocked clients
+        Agent,
+        /// W4's graph, kept alive for a heap profile
+        Memory,
+    }
+
+    /// Fixed-count stress workloads for profiling (see profiles/README.md).
+    #[derive(clap::Parser)]
+    #[command(
+        name = "stress",
+        after_help = "Example: perf record -g -- target/release/stress graph --scale 0.5"
+    )]
     struct Args {
-        workload: String,
+        /// The workload to run
+        #[arg(value_enum)]
+        workload: Workload,
+        /// Multiplies every count of the workload
+        #[arg(long, default_value_t = 1.0, value_parser = positive_scale)]
         scale: f64,
-        units: usize,
+        /// Units of `memory`'s graph
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+        units: u32,
+        /// Where `memory` writes its dhat profile (with the `dhat-heap` feature)
+        #[arg(long, default_value = "dhat-heap.json", value_name = "PATH")]
         dhat_out: PathBuf,
+        /// `agent`: write the agent's pid here once it listens
+        #[arg(long, value_name = "PATH")]
         agent_pid_file: Option<PathBuf>,
+        /// `agent`: start the load only once this file exists
+        #[arg(long, value_name = "PATH")]
         start_when: Option<PathBuf>,
     }
 
-    const USAGE: &str = "usage: stress <graph|agent|memory> [--scale F] [--units N] \
-                     [--dhat-out PATH] [--agent-pid-file PATH] [--start-when PATH]";
-
-    fn parse_args() -> Result<Args, String> {
-        let mut args = Args {
-            workload: String::new(),
-            scale: 1.0,
-            units: 100_000,
-            dhat_out: PathBuf::from("dhat-heap.json"),
-            agent_pid_file: None,
-            start_when: None,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-            match arg.as_str() {
-                "--scale" => {
-                    args.scale = value("--scale")?
-                        .parse()
-                        .map_err(|e| format!("--scale: {e}"))?;
-                }
-                "--units" => {
-                    args.units = value("--units")?
-                        .parse()
-                        .map_err(|e| format!("--units: {e}"))?;
-                }
-                "--dhat-out" => args.dhat_out = value("--dhat-out")?.into(),
-                "--agent-pid-file" => args.agent_pid_file = Some(value("--agent-pid-file")?.into()),
-                "--start-when" => args.start_when = Some(value("--start-when")?.into()),
-                "-h" | "--help" => return Err(USAGE.to_owned()),
-                name if !name.starts_with('-') && args.workload.is_empty() => {
-                    args.workload = name.to_owned();
-                }
-                other => return Err(format!("unexpected argument {other}\n{USAGE}")),
-            }
+    fn positive_scale(text: &str) -> Result<f64, String> {
+        match text.parse::<f64>() {
+            Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+            Ok(_) => Err("must be a positive number".to_owned()),
+            Err(error) => Err(error.to_string()),
         }
-        if !matches!(args.workload.as_str(), "graph" | "agent" | "memory") {
-            return Err(USAGE.to_owned());
-        }
-        if args.scale <= 0.0 || args.units == 0 {
-            return Err("--scale and --units must be positive".to_owned());
-        }
-        Ok(args)
     }
 
     fn print_phases(phases: &[Phase]) {
@@ -160,7 +152,7 @@ mod workloads {
     }
 
     fn run_memory(args: &Args) -> Result<(), String> {
-        let units = args.units as f64;
+        let units = f64::from(args.units);
         #[cfg(feature = "dhat-heap")]
         let profiler = dhat::Profiler::builder()
             .file_name(&args.dhat_out)
@@ -172,7 +164,7 @@ mod workloads {
         let _ = &args.dhat_out;
         let malloc_before = malloc_in_use();
         let begin = Instant::now();
-        let graph = stress::memory(args.units);
+        let graph = stress::memory(args.units as usize);
         let elapsed = begin.elapsed();
         let malloc_after = malloc_in_use();
         println!(
@@ -211,20 +203,14 @@ mod workloads {
     }
 
     pub(crate) fn main() -> ExitCode {
-        let args = match parse_args() {
-            Ok(args) => args,
-            Err(message) => {
-                eprintln!("{message}");
-                return ExitCode::from(2);
-            }
-        };
-        let result = match args.workload.as_str() {
-            "graph" => {
+        let args = <Args as clap::Parser>::parse();
+        let result = match args.workload {
+            Workload::Graph => {
                 print_phases(&stress::graph(args.scale));
                 Ok(())
             }
-            "agent" => run_agent(&args),
-            _ => run_memory(&args),
+            Workload::Agent => run_agent(&args),
+            Workload::Memory => run_memory(&args),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
