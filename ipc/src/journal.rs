@@ -23,43 +23,59 @@
 //! directory, so a damaged tail is gone for good and later records are appended after a clean end.
 //!
 //! # Writing
-//! [`JournalWriter::start`] runs a tokio task fed by a [`JournalSink`], the graph's
-//! [`EventSink`]: the sink only pushes each record into an unbounded channel (it never blocks and
-//! never drops one while the writer runs). The task orders records by number (tombstones fill the
-//! gaps) and writes them when they are *committed*: [`JournalHandle::wait_written`]`(n)` makes `n` a
-//! commit point, and once every record up to a commit point has arrived, the task writes everything
-//! up to the furthest such point as **one frame** (a batch) with one `write_all` and, with `sync`,
-//! one `fdatasync`; so requests that commit together share one write and one sync (group commit).
-//! Before it collects a batch the task yields once, so that requests ready to run commit into the
-//! same batch. A batch of up to 256 KiB without `sync` is written by the task itself (a page-cache
-//! write of a few microseconds, cheaper than waking a blocking thread and being woken by it);
-//! larger batches and synced ones are written on tokio's blocking pool.
+//! [`JournalWriter::start`] returns a [`JournalSink`], the graph's [`EventSink`], and a
+//! [`JournalHandle`] for the requests; no task runs in between. The sink encodes each record's JSON
+//! on the thread that produced the event and files it under a mutex (held only for bookkeeping,
+//! never across I/O): records arrive numbered by the graph but possibly out of order across
+//! threads, so one that arrives ahead of a missing number is held until the gap fills (tombstones
+//! fill gaps and are written as nothing). Records are written only when *committed*:
+//! [`JournalHandle::wait_written`]`(n)` makes `n` a commit point, and the next batch is every
+//! record through the furthest commit point with no missing number before it.
+//!
+//! Group commit with a leader: a wait whose number is not yet written and finds no write in
+//! progress becomes the *leader*. It claims the lead, yields once (so that the requests ready to
+//! run on its thread change the graph and commit too), takes the batch, writes it as **one frame**
+//! with one `write_all` and, with `sync`, one `fdatasync`, then publishes the new written number
+//! and wakes every waiter. A wait that finds a leader writing registers its commit point and sleeps;
+//! when woken it is covered (and returns) or, if records remain committed, one of the woken waits
+//! leads the next batch. So concurrent requests share one write and one sync, and only one leader
+//! writes at a time, in number order. A batch of up to 256 KiB without `sync` is written by the
+//! leader on its own thread (a page-cache write of a few microseconds, cheaper than a hand-off);
+//! larger batches and synced ones are written on tokio's blocking pool, which publishes the batch
+//! itself (so it completes even if the leading wait is dropped; a batch dropped unwritten, say by a
+//! runtime shutting down, stops the journal). A record arriving that fills a gap before a commit
+//! point while nobody leads wakes the waiters, so one of them leads.
 //!
 //! Why commit points and whole-batch frames: one request can change the graph through several
 //! events (a `want` registers its unit and adds each edge; a `fail` fails every dependent too), and
 //! a crash must leave all of them or none. The agent commits only at numbers where no such change
 //! is half-done, and a batch is read all or nothing, so a crash in the middle of a write (a `kill
 //! -9` can cut a `write` short) loses the whole uncommitted batch — changes nobody was told about —
-//! and never half of one. A record is never written before a commit covers it.
+//! and never half of one. A record is never written before a commit covers it, except that when
+//! the last clone of the sink is dropped (the graph is gone, so no change is half-done) every
+//! record that arrived without a gap is written, on the dropping thread or by the leader writing
+//! then.
 //!
-//! After each batch the task publishes the highest number written through a `watch` channel:
-//! `wait_written` resolves once its number is in the file (and synced, with `sync`), and
-//! [`JournalHandle::wait_covered`] waits for that without making a commit point (for `watch`, which
-//! must not show an event a crash could take back). The first write error stops the journal for
-//! good, loudly: it is logged, and every later wait gets the error instead of a false acknowledgment.
+//! `wait_written` resolves once its number is in the file (and synced, with `sync`), only after
+//! the write (and sync) of its batch returned; [`JournalHandle::wait_covered`] waits for that
+//! without making a commit point (for `watch`, which must not show an event a crash could take
+//! back); it may lead a batch that others committed, never one of its own. The first write error
+//! stops the journal for good, loudly: it is logged, nothing more is written, and every later wait
+//! for a number not yet written gets the error instead of a false acknowledgment. Once the graph is
+//! gone and its records are written, a wait for a later number gets [`JournalError::Stopped`].
 //!
 //! This module owns the file format and the file; it must not interpret events beyond their numbers
 //! and times (replaying them is `unitsync_core::GraphBuilder::restore`'s job) and must not touch the
 //! socket or the protocol.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 use unitsync_core::{Event, EventKind, EventSink, Graph, GraphBuilder, RestoreError};
 
 /// The journal format version this code reads and writes.
@@ -68,8 +84,8 @@ pub const JOURNAL_VERSION: u64 = 1;
 /// The longest payload a frame may have. A longer length field means the frame is corrupt.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
 
-/// The largest batch the writer task writes itself (without `sync`); larger ones, and every batch
-/// that must be synced, are written on a blocking thread.
+/// The largest batch a leader writes on its own thread (without `sync`); larger ones, and every
+/// batch that must be synced, are written on a blocking thread.
 const INLINE_WRITE_BYTES: usize = 256 << 10;
 
 /// Bytes before each payload: its length and its checksum.
@@ -222,7 +238,7 @@ pub enum JournalError {
         /// The event that did not fit.
         error: RestoreError,
     },
-    /// The writer hit an error and stopped: changes from then on are not saved.
+    /// A write failed and journaling stopped: changes from then on are not saved.
     #[error(
         "journaling to {} stopped after a write error ({error}); changes since then are not saved: \
          fix the cause (disk full? permissions?) and restart the agent", path.display()
@@ -233,8 +249,8 @@ pub enum JournalError {
         /// The first write error.
         error: Arc<str>,
     },
-    /// The writer ended (its graph was dropped or its runtime shut down) before the number was
-    /// written.
+    /// Journaling ended (its graph was dropped, or a batch was abandoned because its runtime shut
+    /// down) before the number was written.
     #[error("the journal writer for {} has stopped; later changes are not saved", path.display())]
     Stopped {
         /// The file.
@@ -637,10 +653,11 @@ impl Opened {
         instant_at_unix_ms(self.origin_unix_ms)
     }
 
-    /// The whole start sequence in one call: starts the writer (on the current tokio runtime; `sync`
-    /// as in [`JournalWriter::start`]), and restores the events into a graph built by `builder` with
-    /// the journal's origin and the writer's sink. A journal that does not replay is
-    /// [`JournalError::Replay`] (the writer then ends by itself, having written nothing).
+    /// The whole start sequence in one call: starts journaling (`sync` as in
+    /// [`JournalWriter::start`]), and restores the events into a graph built by `builder` with the
+    /// journal's origin and the journal's sink. A journal that does not replay is
+    /// [`JournalError::Replay`] (the journal then stops with the dropped graph, having written
+    /// nothing).
     pub fn restore(
         self,
         builder: GraphBuilder,
@@ -683,94 +700,441 @@ pub struct JournalWriter {
     origin_unix_ms: u64,
 }
 
-/// One sequence number's record on its way to the writer.
-type Queued = (u64, Option<Event>);
+/// One record on its way to the file: its number and its JSON payload, encoded by the sink.
+type Encoded = (u64, Vec<u8>);
 
-/// The graph side of the journal: an [`EventSink`] that queues every record for the writer task.
-/// Never blocks; never drops a record while the writer runs.
+/// A [`JournalRecord`] as the sink encodes it, borrowing the event's kind instead of cloning it
+/// (the same JSON, field for field).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    seq: u64,
+    unix_ms: u64,
+    #[serde(flatten)]
+    kind: &'a EventKind,
+}
+
+/// What the sink and every handle share: the file and the writing state.
+#[derive(Debug)]
+struct Inner {
+    path: Arc<Path>,
+    file: File,
+    sync: bool,
+    /// Held only for short bookkeeping, never across I/O.
+    state: Mutex<State>,
+    /// Woken (every waiter) when a batch is done, the journal stops, the graph goes away, or a
+    /// record arrival makes a commit point writable while nobody leads.
+    wake: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The records numbered `taken + 1 ..= received`, in order (tombstones are simply absent).
+    ready: VecDeque<Encoded>,
+    /// Records that arrived ahead of a missing number (above `received + 1`); `None` = tombstone.
+    early: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Every number up to this one has arrived.
+    received: u64,
+    /// Every number up to this one is written, or being written by the leader.
+    taken: u64,
+    /// Every number up to this one is in the file (and synced, with `sync`).
+    written: u64,
+    /// Commit points above `taken`.
+    points: BTreeSet<u64>,
+    /// Whether a wait leads: it has claimed the lead and is about to take a batch, or its batch
+    /// (numbers `written + 1 ..= taken`) is being written.
+    leading: bool,
+    /// Whether a clone of the sink (the graph) is still alive.
+    graph_open: bool,
+    /// The first write error: nothing is written after it.
+    failure: Option<Arc<str>>,
+    /// A batch was abandoned unwritten (its runtime shut down): nothing is written after it.
+    stopped: bool,
+    /// The frame buffer, reused from batch to batch.
+    buffer: Vec<u8>,
+}
+
+/// A batch a leader took: the records through `through` (a commit point), and every commit point
+/// it passes (where it may be split if it is too large for one frame).
+#[derive(Debug)]
+struct Work {
+    records: Vec<Encoded>,
+    boundaries: BTreeSet<u64>,
+    through: u64,
+    buffer: Vec<u8>,
+}
+
+impl State {
+    /// Files one arriving record. Returns whether waiters must be woken: a commit point became
+    /// writable and nobody leads.
+    fn receive(&mut self, seq: u64, payload: Option<Vec<u8>>) -> bool {
+        if self.failure.is_some() || self.stopped {
+            return false; // nothing is written any more; every wait reports why
+        }
+        if seq <= self.received || self.early.contains_key(&seq) {
+            tracing::warn!(
+                seq,
+                "journal: a sequence number was recorded twice; ignored"
+            );
+            return false;
+        }
+        if seq != self.received + 1 {
+            self.early.insert(seq, payload);
+            return false;
+        }
+        self.accept(seq, payload);
+        while let Some(entry) = self.early.first_entry() {
+            if *entry.key() != self.received + 1 {
+                break;
+            }
+            let (seq, payload) = entry.remove_entry();
+            self.accept(seq, payload);
+        }
+        !self.leading && self.writable().is_some()
+    }
+
+    fn accept(&mut self, seq: u64, payload: Option<Vec<u8>>) {
+        self.received = seq;
+        if let Some(payload) = payload {
+            self.ready.push_back((seq, payload));
+        }
+    }
+
+    /// Takes the next batch and the lead, if nobody leads and there is one (see
+    /// [`take_next`](Self::take_next)).
+    fn take(&mut self) -> Option<Work> {
+        if self.leading {
+            return None;
+        }
+        let work = self.take_next()?;
+        self.leading = true;
+        Some(work)
+    }
+
+    /// Where the next batch would end, if there is one to write: at the furthest commit point that
+    /// has no missing number before it (with the graph gone, at the last record that arrived
+    /// without a gap).
+    fn writable(&self) -> Option<u64> {
+        if self.failure.is_some() || self.stopped {
+            return None;
+        }
+        let through = if self.graph_open {
+            *self.points.range(..=self.received).next_back()?
+        } else {
+            self.received
+        };
+        (through > self.taken).then_some(through)
+    }
+
+    /// Takes the next batch, for the wait that holds the lead.
+    fn take_next(&mut self) -> Option<Work> {
+        let through = self.writable()?;
+        let count = self.ready.partition_point(|(seq, _)| *seq <= through);
+        let records = self.ready.drain(..count).collect();
+        let later = self.points.split_off(&(through + 1));
+        let boundaries = std::mem::replace(&mut self.points, later);
+        self.taken = through;
+        Some(Work {
+            records,
+            boundaries,
+            through,
+            buffer: std::mem::take(&mut self.buffer),
+        })
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Encodes and writes one batch (no lock held).
+    fn write(&self, work: &mut Work) -> Result<(), String> {
+        work.buffer.clear();
+        encode_frames(&work.records, &work.boundaries, &mut work.buffer)?;
+        if work.buffer.is_empty() {
+            return Ok(()); // only tombstones
+        }
+        (&self.file)
+            .write_all(&work.buffer)
+            .map_err(|error| error.to_string())?;
+        if self.sync {
+            self.file.sync_data().map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a written batch (or the error that stopped the journal) and wakes every waiter.
+    /// Returns the leader's next batch if the graph went away meanwhile (the tail it leaves is
+    /// written by the leader it finds); otherwise gives up the lead.
+    fn complete(&self, mut work: Work, result: Result<(), String>) -> Option<Work> {
+        let next = {
+            let mut state = self.lock();
+            work.buffer.clear();
+            if work.buffer.capacity() <= INLINE_WRITE_BYTES {
+                state.buffer = std::mem::take(&mut work.buffer);
+            }
+            match &result {
+                Ok(()) => state.written = work.through,
+                Err(error) => state.failure = Some(Arc::from(error.as_str())),
+            }
+            let next = state.take_next();
+            if next.is_none() {
+                state.leading = false;
+            }
+            next
+        };
+        if let Err(error) = result {
+            tracing::error!(
+                path = %self.path.display(),
+                %error,
+                "journal: write failed; journaling has stopped and changes from now on are not saved"
+            );
+        }
+        self.wake.notify_waiters();
+        next
+    }
+}
+
+/// A batch being written by its leader. Dropped unwritten (its blocking task never ran because the
+/// runtime shut down, or a panic), it stops the journal: later batches would leave a hole.
+struct Batch {
+    inner: Arc<Inner>,
+    work: Option<Work>,
+    /// Set once the lead is given up with everything taken written (or failed).
+    done: bool,
+}
+
+impl Batch {
+    /// Whether the leader writes it itself (see the module docs) rather than on a blocking thread.
+    fn inline(&self) -> bool {
+        let bytes: usize = self
+            .work
+            .iter()
+            .flat_map(|w| &w.records)
+            .map(|(_, p)| p.len())
+            .sum();
+        !self.inner.sync && bytes <= INLINE_WRITE_BYTES
+    }
+
+    fn run(mut self) {
+        while let Some(mut work) = self.work.take() {
+            let result = self.inner.write(&mut work);
+            match self.inner.complete(work, result) {
+                Some(next) => self.work = Some(next),
+                None => self.done = true,
+            }
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        {
+            let mut state = self.inner.lock();
+            state.stopped = true;
+            state.leading = false;
+        }
+        tracing::error!(
+            path = %self.inner.path.display(),
+            "journal: a batch was abandoned unwritten (the runtime shut down?); journaling has \
+             stopped and changes from now on are not saved"
+        );
+        self.inner.wake.notify_waiters();
+    }
+}
+
+/// The graph side of the journal: an [`EventSink`] that encodes each record's JSON on the calling
+/// thread and files it for the next batch. Never blocks on I/O; never drops a record while the
+/// journal runs. When its last clone is dropped (the graph went away), every record that arrived
+/// without a gap is written.
 #[derive(Debug, Clone)]
 pub struct JournalSink {
-    queue: mpsc::UnboundedSender<Queued>,
+    shared: Arc<SinkShared>,
+}
+
+#[derive(Debug)]
+struct SinkShared {
+    inner: Arc<Inner>,
+    origin_unix_ms: u64,
 }
 
 impl EventSink for JournalSink {
     fn record(&self, seq: u64, event: Option<&Event>) {
-        // Fails only once the writer has stopped, which it has reported to every waiter.
-        let _ = self.queue.send((seq, event.cloned()));
+        let SinkShared {
+            inner,
+            origin_unix_ms,
+        } = &*self.shared;
+        let payload = match event {
+            None => None,
+            Some(event) => {
+                let record = RecordRef {
+                    seq,
+                    unix_ms: origin_unix_ms
+                        .saturating_add(u64::try_from(event.at.as_millis()).unwrap_or(0)),
+                    kind: &event.kind,
+                };
+                match serde_json::to_vec(&record) {
+                    Ok(payload) => Some(payload),
+                    Err(error) => {
+                        let error = format!("cannot encode event {seq}: {error}");
+                        tracing::error!(
+                            path = %inner.path.display(),
+                            %error,
+                            "journal: journaling has stopped and changes from now on are not saved"
+                        );
+                        inner.lock().failure.get_or_insert_with(|| Arc::from(error));
+                        inner.wake.notify_waiters();
+                        return;
+                    }
+                }
+            }
+        };
+        if inner.lock().receive(seq, payload) {
+            inner.wake.notify_waiters();
+        }
     }
 }
 
-/// How far the writer got.
-#[derive(Debug, Clone)]
-struct Progress {
-    /// Every number up to this one is in the file (or was a tombstone).
-    written: u64,
-    /// The error that stopped the writer, if one did.
-    failure: Option<Arc<str>>,
+impl Drop for SinkShared {
+    fn drop(&mut self) {
+        let work = {
+            let mut state = self.inner.lock();
+            state.graph_open = false;
+            if !state.early.is_empty() {
+                tracing::warn!(
+                    path = %self.inner.path.display(),
+                    first_missing = state.received + 1,
+                    held = state.early.len(),
+                    "journal: the graph went away with records after a number that never arrived"
+                );
+            }
+            state.take()
+        };
+        self.inner.wake.notify_waiters();
+        if let Some(work) = work {
+            Batch {
+                inner: Arc::clone(&self.inner),
+                work: Some(work),
+                done: false,
+            }
+            .run();
+        }
+    }
 }
 
 /// The request side of the journal: commits changes and waits until they are in the file. Cheap
 /// to clone.
 #[derive(Debug, Clone)]
 pub struct JournalHandle {
-    path: Arc<Path>,
-    progress: watch::Receiver<Progress>,
-    /// Commit points for the writer (see [`wait_written`](Self::wait_written)).
-    commits: mpsc::UnboundedSender<u64>,
+    inner: Arc<Inner>,
 }
 
 impl JournalHandle {
     /// The highest number written through (every number up to it is in the file).
     pub fn written(&self) -> u64 {
-        self.progress.borrow().written
+        self.inner.lock().written
     }
 
     /// Commits every record up to `seq` and resolves once they are in the file (and synced, if the
-    /// writer syncs). Errors if the writer stopped first, by a write error or because it ended:
-    /// never a false acknowledgment. `seq` 0 resolves at once.
+    /// journal syncs), writing them itself if no write is in progress (see the module docs). Errors
+    /// if the journal stopped first, by a write error or because the graph went away: never a false
+    /// acknowledgment. `seq` 0 resolves at once.
     ///
-    /// `seq` becomes a *commit point*: the writer writes the records up to it together, in one
-    /// frame that a crash leaves whole or not at all. So `seq` must not fall inside a change that
-    /// spans several numbers (a `want` and its edges, a `fail` and its propagation): pass
+    /// `seq` becomes a *commit point*: the records up to it are written together, in one frame that
+    /// a crash leaves whole or not at all. So `seq` must not fall inside a change that spans several
+    /// numbers (a `want` and its edges, a `fail` and its propagation): pass
     /// `graph.next_event_seq() - 1` read while no such change is half-done (the agent reads it under
     /// the lock its multi-event changes take).
     pub async fn wait_written(&self, seq: u64) -> Result<(), JournalError> {
-        if self.progress.borrow().written < seq {
-            // Fails only once the writer has stopped; the wait below then reports why.
-            let _ = self.commits.send(seq);
-        }
-        self.wait_covered(seq).await
+        self.wait(seq, true).await
     }
 
-    /// Resolves once every record up to `seq` is in the file, written by someone else's commit:
-    /// unlike [`wait_written`](Self::wait_written) it makes no commit point, so `seq` may be any
-    /// number (for a reader that must not show an event before it is saved). Errors as
+    /// Resolves once every record up to `seq` is in the file, written through someone else's
+    /// commit: unlike [`wait_written`](Self::wait_written) it makes no commit point, so `seq` may be
+    /// any number (for a reader that must not show an event before it is saved). Errors as
     /// `wait_written` does.
     pub async fn wait_covered(&self, seq: u64) -> Result<(), JournalError> {
-        let mut progress = self.progress.clone();
-        let result = progress
-            .wait_for(|p| p.written >= seq || p.failure.is_some())
-            .await
-            .map(|p| p.clone());
-        match result {
-            Ok(p) if p.written >= seq => Ok(()),
-            Ok(p) => Err(JournalError::WriteFailed {
-                path: self.path.to_path_buf(),
-                error: p.failure.unwrap_or_else(|| Arc::from("unknown")),
-            }),
-            Err(_) => {
-                let last = progress.borrow().clone();
-                match last.failure {
-                    _ if last.written >= seq => Ok(()),
-                    Some(error) => Err(JournalError::WriteFailed {
-                        path: self.path.to_path_buf(),
-                        error,
-                    }),
-                    None => Err(JournalError::Stopped {
-                        path: self.path.to_path_buf(),
-                    }),
+        self.wait(seq, false).await
+    }
+
+    async fn wait(&self, seq: u64, commit: bool) -> Result<(), JournalError> {
+        let inner = &self.inner;
+        loop {
+            // Created before the state is read, so no wake-up after the read can be missed.
+            let woken = inner.wake.notified();
+            let lead = {
+                let mut state = inner.lock();
+                if state.written >= seq {
+                    return Ok(());
                 }
+                if let Some(error) = &state.failure {
+                    return Err(JournalError::WriteFailed {
+                        path: inner.path.to_path_buf(),
+                        error: Arc::clone(error),
+                    });
+                }
+                if state.stopped || !(state.graph_open || state.leading) {
+                    return Err(JournalError::Stopped {
+                        path: inner.path.to_path_buf(),
+                    });
+                }
+                if commit && state.graph_open && seq > state.taken {
+                    state.points.insert(seq);
+                }
+                let lead = !state.leading && state.writable().is_some();
+                state.leading |= lead;
+                lead
+            };
+            if !lead {
+                woken.await;
+                continue;
             }
+            // This wait leads. Let the requests that are ready to run on this thread change the
+            // graph and commit too (one turn of the scheduler), so that one batch covers them all.
+            let mut claim = Claim { inner, held: true };
+            tokio::task::yield_now().await;
+            let work = {
+                let mut state = inner.lock();
+                claim.held = false;
+                let work = state.take_next();
+                state.leading = work.is_some();
+                work
+            };
+            let Some(work) = work else {
+                inner.wake.notify_waiters();
+                continue;
+            };
+            let batch = Batch {
+                inner: Arc::clone(inner),
+                work: Some(work),
+                done: false,
+            };
+            if batch.inline() {
+                batch.run();
+            } else {
+                // The blocking thread publishes the batch itself, so it is completed even if this
+                // wait is dropped meanwhile.
+                drop(tokio::task::spawn_blocking(move || batch.run()));
+                woken.await;
+            }
+        }
+    }
+}
+
+/// The lead claimed by a wait that has not taken its batch yet: given back if the wait is dropped.
+struct Claim<'a> {
+    inner: &'a Inner,
+    held: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.inner.lock().leading = false;
+            self.inner.wake.notify_waiters();
         }
     }
 }
@@ -786,223 +1150,132 @@ impl JournalWriter {
         self.next_seq
     }
 
-    /// Spawns the writer task on the current tokio runtime (panics outside one). With `sync`, each
-    /// batch is `fdatasync`ed before it is acknowledged. The task ends when every clone of the sink
-    /// is dropped (after writing every record it holds without a gap) or at the first write error.
+    /// Starts journaling: returns the graph's sink and the requests' handle. No task is spawned;
+    /// the waits write (a batch too large to write inline, or one that must be synced, goes to
+    /// tokio's blocking pool, so waits must run on a tokio runtime). With `sync`, each batch is
+    /// `fdatasync`ed before it is acknowledged. When every clone of the sink is dropped, every
+    /// record that arrived without a gap is written (on the dropping thread, or by the leader
+    /// writing then), and later waits for numbers beyond it get [`JournalError::Stopped`].
     pub fn start(self, sync: bool) -> (JournalSink, JournalHandle) {
-        let (queue, incoming) = mpsc::unbounded_channel();
-        let (commits, commit_points) = mpsc::unbounded_channel();
-        let (publish, progress) = watch::channel(Progress {
-            written: self.next_seq - 1,
-            failure: None,
-        });
-        let handle = JournalHandle {
+        let last = self.next_seq - 1;
+        let inner = Arc::new(Inner {
             path: Arc::from(self.path.as_path()),
-            progress,
-            commits,
+            file: self.file,
+            sync,
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                early: BTreeMap::new(),
+                received: last,
+                taken: last,
+                written: last,
+                points: BTreeSet::new(),
+                leading: false,
+                graph_open: true,
+                failure: None,
+                stopped: false,
+                buffer: Vec::new(),
+            }),
+            wake: Notify::new(),
+        });
+        let sink = JournalSink {
+            shared: Arc::new(SinkShared {
+                inner: Arc::clone(&inner),
+                origin_unix_ms: self.origin_unix_ms,
+            }),
         };
-        tokio::spawn(self.run(incoming, commit_points, publish, sync));
-        (JournalSink { queue }, handle)
-    }
-
-    async fn run(
-        self,
-        mut incoming: mpsc::UnboundedReceiver<Queued>,
-        mut commit_points: mpsc::UnboundedReceiver<u64>,
-        publish: watch::Sender<Progress>,
-        sync: bool,
-    ) {
-        let Self {
-            path,
-            file,
-            mut next_seq,
-            origin_unix_ms,
-        } = self;
-        let file = Arc::new(file);
-        let mut waiting: BTreeMap<u64, Option<Event>> = BTreeMap::new();
-        let mut points: BTreeSet<u64> = BTreeSet::new();
-        let mut handles_open = true;
-        let mut graph_open = true;
-        while graph_open {
-            tokio::select! {
-                queued = incoming.recv() => match queued {
-                    Some(first) => {
-                        queue(&mut waiting, next_seq, first);
-                        while let Ok(more) = incoming.try_recv() {
-                            queue(&mut waiting, next_seq, more);
-                        }
-                    }
-                    None => graph_open = false,
-                },
-                point = commit_points.recv(), if handles_open => match point {
-                    Some(point) => {
-                        points.insert(point);
-                        while let Ok(more) = commit_points.try_recv() {
-                            points.insert(more);
-                        }
-                    }
-                    None => handles_open = false,
-                },
-            }
-            // Let the requests that are ready to run commit too (one turn of the scheduler), then
-            // pick up what arrived meanwhile, so one batch serves every request that is waiting.
-            tokio::task::yield_now().await;
-            while let Ok(more) = incoming.try_recv() {
-                queue(&mut waiting, next_seq, more);
-            }
-            while let Ok(more) = commit_points.try_recv() {
-                points.insert(more);
-            }
-            // Write through the furthest commit point whose records have all arrived; with the
-            // graph gone (no change can be half-done any more), through every record without a gap.
-            let contiguous = contiguous_end(&waiting, next_seq);
-            let through = if graph_open {
-                points.range(..=contiguous).next_back().copied()
-            } else {
-                Some(contiguous)
-            };
-            let Some(through) = through.filter(|&through| through >= next_seq) else {
-                continue;
-            };
-            let mut records = Vec::new();
-            while next_seq <= through {
-                if let Some(Some(event)) = waiting.remove(&next_seq) {
-                    records.push(JournalRecord {
-                        seq: event.seq,
-                        unix_ms: origin_unix_ms
-                            .saturating_add(u64::try_from(event.at.as_millis()).unwrap_or(0)),
-                        kind: event.kind,
-                    });
-                }
-                next_seq += 1;
-            }
-            // Every commit point passed is a place where the batch may be split if it is too
-            // large for one frame.
-            let later = points.split_off(&(through + 1));
-            let boundaries = std::mem::replace(&mut points, later);
-            let written = match encode_batches(&records, &boundaries) {
-                Err(error) => Err(error),
-                Ok(bytes) if bytes.is_empty() => Ok(()),
-                // A small batch without `sync` goes to the page cache in a few microseconds: write
-                // it here, where handing it to a blocking thread and back would cost more than the
-                // write (two thread wake-ups per batch).
-                Ok(bytes) if !sync && bytes.len() <= INLINE_WRITE_BYTES => (&*file)
-                    .write_all(&bytes)
-                    .map_err(|error| error.to_string()),
-                Ok(bytes) => {
-                    let file = Arc::clone(&file);
-                    tokio::task::spawn_blocking(move || {
-                        (&*file).write_all(&bytes)?;
-                        if sync {
-                            file.sync_data()?;
-                        }
-                        Ok::<(), std::io::Error>(())
-                    })
-                    .await
-                    .map_err(|join| join.to_string())
-                    .and_then(|io| io.map_err(|error| error.to_string()))
-                }
-            };
-            match written {
-                Ok(()) => {
-                    publish.send_modify(|p| p.written = through);
-                }
-                Err(error) => {
-                    tracing::error!(
-                        path = %path.display(),
-                        %error,
-                        "journal: write failed; journaling has stopped and changes from now on \
-                         are not saved"
-                    );
-                    publish.send_modify(|p| p.failure = Some(Arc::from(error)));
-                    return;
-                }
-            }
-        }
-        if !waiting.is_empty() {
-            tracing::warn!(
-                path = %path.display(),
-                first_missing = next_seq,
-                held = waiting.len(),
-                "journal: the graph went away with records after a number that never arrived"
-            );
-        }
+        (sink, JournalHandle { inner })
     }
 }
 
-/// Files one record for the writer (a number already written, or queued twice, is a bug upstream:
-/// logged and ignored).
-fn queue(waiting: &mut BTreeMap<u64, Option<Event>>, next_seq: u64, (seq, event): Queued) {
-    if seq < next_seq || waiting.insert(seq, event).is_some() {
-        tracing::warn!(
-            seq,
-            "journal: a sequence number was recorded twice; ignored"
-        );
+/// The size of one frame's payload holding `records`: one record's JSON, or a JSON array of them.
+fn payload_len(records: &[Encoded]) -> usize {
+    let json: usize = records.iter().map(|(_, payload)| payload.len()).sum();
+    match records.len() {
+        0 | 1 => json,
+        n => json + (n - 1) + 2,
     }
 }
 
-/// The last number of the run of records that follows `next_seq - 1` without a gap (`next_seq - 1`
-/// itself if `next_seq` has not arrived).
-fn contiguous_end(waiting: &BTreeMap<u64, Option<Event>>, next_seq: u64) -> u64 {
-    let mut end = next_seq - 1;
-    for &seq in waiting.range(next_seq..).map(|(seq, _)| seq) {
-        if seq != end + 1 {
-            break;
+/// Appends one frame holding `records` (non-empty, fitting in [`MAX_RECORD_BYTES`]): the same bytes
+/// [`encode_batch`] writes for them.
+fn push_frame(records: &[Encoded], out: &mut Vec<u8>) {
+    let length = payload_len(records);
+    out.reserve(FRAME_HEADER_BYTES + length);
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    let array = records.len() > 1;
+    if array {
+        out.push(b'[');
+    }
+    for (i, (_, payload)) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        end = seq;
+        out.extend_from_slice(payload);
     }
-    end
+    if array {
+        out.push(b']');
+    }
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER_BYTES..]);
+    let length = u32::try_from(length).expect("payloads are bounded by MAX_RECORD_BYTES");
+    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    out[start + 4..start + FRAME_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The frames for one write: one batch frame (read all or nothing), or, if that is too large, as
-/// few frames as fit, each ending at one of the commit points in `boundaries` (so each frame still
-/// holds whole changes). Only a single change too large for a frame (tens of thousands of events)
-/// is split inside itself, loudly.
-fn encode_batches(
-    records: &[JournalRecord],
+/// Appends the frames for one write to `out`: one batch frame (read all or nothing), or, if that is
+/// too large, as few frames as fit, each ending at one of the commit points in `boundaries` (so each
+/// frame still holds whole changes). Only a single change too large for a frame (tens of thousands
+/// of events) is split inside itself, loudly; a single record too large fails.
+fn encode_frames(
+    records: &[Encoded],
     boundaries: &BTreeSet<u64>,
-) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    if records.is_empty() || encode_batch(records, &mut bytes).is_ok() {
-        return Ok(bytes);
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    if records.is_empty() {
+        return Ok(());
     }
-    bytes.clear();
+    if payload_len(records) <= MAX_RECORD_BYTES {
+        push_frame(records, out);
+        return Ok(());
+    }
     let mut rest = records;
     while !rest.is_empty() {
-        // The longest prefix that ends at a commit point (or at the end) and fits in one frame.
-        let ends: Vec<usize> = (1..=rest.len())
-            .filter(|&n| n == rest.len() || boundaries.contains(&rest[n - 1].seq))
-            .collect();
-        // A frame's size grows with its records: binary search for the last end that fits.
-        let fits = |n: usize| encode_batch(&rest[..n], &mut Vec::new()).is_ok();
-        let fitting = ends.partition_point(|&n| fits(n));
-        let mut frame = Vec::new();
-        let taken = match fitting.checked_sub(1).map(|i| ends[i]) {
-            Some(n) => {
-                encode_batch(&rest[..n], &mut frame)?;
-                n
+        // The longest prefix that fits in one frame, and the longest that also ends at a commit
+        // point (or at the end). A frame's size only grows with its records.
+        let mut json = 0;
+        let mut fitting = 0;
+        let mut whole = 0;
+        for (n, (seq, payload)) in rest.iter().enumerate().map(|(i, r)| (i + 1, r)) {
+            json += payload.len();
+            let length = if n == 1 { json } else { json + (n - 1) + 2 };
+            if length > MAX_RECORD_BYTES {
+                break;
             }
-            None => {
-                tracing::warn!(
-                    first = rest[0].seq,
-                    "journal: one change is too large for one frame; it is written in several, so \
-                     a crash while writing it could keep only its first part"
-                );
-                let mut n = ends.first().copied().unwrap_or(rest.len());
-                loop {
-                    frame.clear();
-                    match encode_batch(&rest[..n], &mut frame) {
-                        Ok(()) => break n,
-                        Err(error) if n == 1 => return Err(error),
-                        Err(_) => n = n.div_ceil(2),
-                    }
-                }
+            fitting = n;
+            if n == rest.len() || boundaries.contains(seq) {
+                whole = n;
             }
+        }
+        let taken = if whole > 0 {
+            whole
+        } else if fitting > 0 {
+            tracing::warn!(
+                first = rest[0].0,
+                "journal: one change is too large for one frame; it is written in several, so \
+                 a crash while writing it could keep only its first part"
+            );
+            fitting
+        } else {
+            return Err(format!(
+                "event {} encodes to {} bytes, over the limit of {MAX_RECORD_BYTES}",
+                rest[0].0,
+                rest[0].1.len()
+            ));
         };
-        bytes.extend_from_slice(&frame);
+        push_frame(&rest[..taken], out);
         rest = &rest[taken..];
     }
-    Ok(bytes)
+    Ok(())
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -1055,6 +1328,20 @@ mod batching {
                 cause: None,
             },
         }
+    }
+
+    /// The frames for `records`, as a leader writes them.
+    fn encode_batches(
+        records: &[JournalRecord],
+        boundaries: &BTreeSet<u64>,
+    ) -> Result<Vec<u8>, String> {
+        let encoded: Vec<Encoded> = records
+            .iter()
+            .map(|r| (r.seq, serde_json::to_vec(r).unwrap()))
+            .collect();
+        let mut bytes = Vec::new();
+        encode_frames(&encoded, boundaries, &mut bytes)?;
+        Ok(bytes)
     }
 
     /// The seq of the last record of each frame in `bytes` (a journal without its header).

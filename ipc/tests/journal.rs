@@ -10,7 +10,9 @@
 //! - the writer: records published out of order are written in number order, tombstones fill gaps,
 //!   nothing is written past a commit point, a commit is one frame that a cut leaves whole or drops
 //!   whole, `wait_written` resolves only once the bytes are in the file, and errors once the writer
-//!   is gone;
+//!   is gone; many tasks on two threads committing at once (group commit by a leading wait) each
+//!   find their records in the file when acknowledged; a wait dropped while it leads gives the lead
+//!   back; the graph going away writes every record that arrived without a gap;
 //! - end to end: a graph journaled, reopened and restored is the same graph, and numbering and
 //!   appending continue after the restored events.
 
@@ -559,6 +561,116 @@ async fn waiting_for_a_number_the_writer_will_never_get_is_an_error() {
     let error = handle.wait_written(2).await.unwrap_err();
     assert!(matches!(error, JournalError::Stopped { .. }), "{error}");
     handle.wait_written(1).await.unwrap();
+}
+
+/// Many tasks on two threads change a shared numbering at once (numbers arriving out of order
+/// across threads, some as tombstones) and each commits its own numbers: each wait returns only once
+/// its record is in the file, and in the end the file holds every event once, in order, whole.
+async fn concurrent_commits(sync: bool, tasks: u64, rounds: u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(sync);
+    let next = Arc::new(AtomicU64::new(1));
+    let mut joins = Vec::new();
+    for task in 0..tasks {
+        let (sink, handle, next, path) = (
+            sink.clone(),
+            handle.clone(),
+            Arc::clone(&next),
+            scratch.path.clone(),
+        );
+        joins.push(tokio::spawn(async move {
+            let mut events = Vec::new();
+            for round in 0..rounds {
+                // Two numbers: the later one recorded first, the earlier one sometimes a tombstone.
+                let first = next.fetch_add(2, Ordering::SeqCst);
+                let second = first + 1;
+                sink.record(second, Some(&event(second, &format!("t{task}r{round}b"))));
+                if round % 3 == 0 {
+                    sink.record(first, None);
+                } else {
+                    sink.record(first, Some(&event(first, &format!("t{task}r{round}a"))));
+                    events.push(first);
+                }
+                events.push(second);
+                handle.wait_written(second).await.unwrap();
+                assert!(handle.written() >= second);
+                if round % 16 == 0 {
+                    assert!(
+                        seqs_in(&path).contains(&second),
+                        "{second} acknowledged, not in the file"
+                    );
+                }
+            }
+            events
+        }));
+    }
+    let mut events = Vec::new();
+    for join in joins {
+        events.extend(join.await.unwrap());
+    }
+    events.sort_unstable();
+    let decoded = decode(&std::fs::read(&scratch.path).unwrap());
+    assert_eq!(decoded.problem, None);
+    let written: Vec<u64> = decoded.records.iter().map(|r| r.seq).collect();
+    assert_eq!(written, events);
+    assert!(
+        frame_starts(&std::fs::read(&scratch.path).unwrap()).len() > 1,
+        "at least one batch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_are_each_in_the_file_when_acknowledged() {
+    concurrent_commits(false, 16, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_synced_commits_are_each_in_the_file_when_acknowledged() {
+    concurrent_commits(true, 8, 25).await;
+}
+
+#[tokio::test]
+async fn a_wait_dropped_while_it_leads_leaves_the_journal_working() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    {
+        // The wait takes the lead, then yields so that other requests can join its batch; it is
+        // dropped there (a request cancelled): the lead must be given back.
+        let mut leading = pin!(handle.wait_written(1));
+        assert!(poll_once(leading.as_mut()).is_pending());
+    }
+    // Its commit point stands: a reader that makes none still gets it written.
+    handle.wait_covered(1).await.unwrap();
+    assert_eq!(seqs_in(&scratch.path), vec![1]);
+    sink.record(2, Some(&event(2, "b")));
+    handle.wait_written(2).await.unwrap();
+    assert_eq!(seqs_in(&scratch.path), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn the_graph_going_away_writes_what_arrived_without_a_gap() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    sink.record(2, Some(&event(2, "b")));
+    sink.record(4, Some(&event(4, "d")));
+    handle.wait_written(1).await.unwrap();
+    assert_eq!(seqs_in(&scratch.path), vec![1]);
+    {
+        // A reader waiting for 4, which 3 never arrives for.
+        let mut covered = pin!(handle.wait_covered(4));
+        assert!(poll_once(covered.as_mut()).is_pending());
+        drop(sink);
+        let error = covered.await.unwrap_err();
+        assert!(matches!(error, JournalError::Stopped { .. }), "{error}");
+    }
+    assert_eq!(seqs_in(&scratch.path), vec![1, 2]);
+    handle.wait_written(2).await.unwrap();
 }
 
 // ---- end to end ----
