@@ -1,6 +1,7 @@
 //! SPEC §4 "State survives an agent restart", through the real binary and its state file: every
 //! unit, edge, failure and timestamp comes back after a SIGTERM and after a SIGKILL, event numbers go
-//! on where they stopped, `--fresh` starts empty, a file that is not a journal or does not replay is
+//! on where they stopped, restarts without changes leave the file byte for byte the same, `--fresh`
+//! starts empty, a file that is not a journal or does not replay is
 //! refused (exit 1, naming the file and `--fresh`) and left untouched, a torn or corrupt tail is cut
 //! with a warning and never stops the agent, a second agent on the same state file is refused, a
 //! journal that cannot be written makes changes answer `unsaved` (exit 5) instead of a false success,
@@ -121,6 +122,34 @@ fn a_restart_after_sigterm_keeps_every_unit_edge_failure_and_time() {
 #[test]
 fn a_restart_after_sigkill_keeps_every_acknowledged_change() {
     restart_keeps_state(libc::SIGKILL);
+}
+
+/// The journal is the state: no event is ever superseded (units are never removed or reset; each
+/// has at most one registration, start and completion or failure, and one record per edge), so
+/// the file rewritten at start is already the snapshot. Restarting with no change in between must
+/// leave it byte for byte as it was: it does not grow across restarts.
+#[test]
+fn restarts_without_changes_leave_the_journal_byte_for_byte_the_same() {
+    let agent = Agent::start();
+    populate(&agent);
+    let (mut stopped, run) = agent.stop(libc::SIGTERM);
+    run.ok();
+    let first = std::fs::read(stopped.state_file()).unwrap();
+    assert!(!first.is_empty());
+    for restart in 1..=3 {
+        let agent = stopped.restart(&[]);
+        agent.log_line("state restored");
+        let (again, run) = agent.stop(libc::SIGTERM);
+        run.ok();
+        let bytes = std::fs::read(again.state_file()).unwrap();
+        assert_eq!(
+            bytes.len(),
+            first.len(),
+            "restart {restart} changed the journal's size"
+        );
+        assert!(bytes == first, "restart {restart} changed the journal");
+        stopped = again;
+    }
 }
 
 #[test]

@@ -21,6 +21,10 @@
 //! warning (never fatal: it is what a crash in the middle of a write leaves). It then *compacts*: it
 //! writes the valid frames to `<path>.tmp`, syncs it, renames it over the journal and syncs the
 //! directory, so a damaged tail is gone for good and later records are appended after a clean end.
+//! That rewrite is also the snapshot: no event is ever superseded (units are never removed or
+//! reset; each has at most one registration, start, and completion or failure, plus one record
+//! per edge), so the graph's state is exactly its events and the file never holds more than the
+//! graph; restarting without changes leaves it byte for byte the same.
 //!
 //! # Writing
 //! [`JournalWriter::start`] returns a [`JournalSink`], the graph's [`EventSink`], and a
