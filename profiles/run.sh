@@ -187,7 +187,7 @@ render cpu-agent "unitsync agent: 32 clients want/start/complete, then 2,000 blo
     --title "cpu-agent: the agent process (pid $agent_pid_done) under stress agent --scale $scale ($commit, $when)" \
     --phase "connection tasks (ipc::server::serve_connection)=unitsync_ipc::server::serve_connection" \
     --phase "accept loop (Agent::serve_until)=unitsync_ipc::server::Agent::serve_until" \
-    --phase "state journal writer (ipc::journal)=unitsync_ipc::journal" \
+    --phase "state journal (ipc::journal: encoding, group commit, writes)=unitsync_ipc::journal" \
     --phase "tokio worker idle/park (Context::park)=multi_thread::worker::Context::park"
   if [ -s "$work/cpu-agent.stat" ]; then
     printf '\n## System calls of the agent in the same run (perf stat tracepoints)\n\n'

@@ -42,7 +42,7 @@ CATEGORIES = [
      r"wake_by_ref|tokio::runtime::task::waker"),
     ("event log publish (core::events)", r"unitsync_core::events::"),
     ("epoch reclamation (crossbeam-epoch)", r"crossbeam_epoch::"),
-    ("unit table lookup (dashmap, SipHash, str ==)",
+    ("unit table lookup (dashmap, hashing, str ==)",
      r"dashmap::|hashbrown::|core::hash::sip|unitsync_core::table::"),
     ("name checks and copies (core::name)", r"unitsync_core::name::|unitsync_core::error::valid_name"),
     ("Arc refcounts (clone/drop)", r"^<alloc::sync::(Arc|Weak)<T,A> as core::(clone::Clone|ops::drop::Drop)>"),
