@@ -11,7 +11,7 @@ mod common;
 
 use common::{is_root, run, tempdir, unitsync, Agent};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
@@ -142,16 +142,18 @@ fn something_that_is_not_a_socket_is_never_replaced() {
     }
 }
 
+/// `DIR/run/agent.sock`, with `run` created `0700` as the agent would make it.
+fn private_socket_in(dir: &tempfile::TempDir) -> PathBuf {
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    run_dir.join("agent.sock")
+}
+
 #[test]
 fn a_stale_socket_file_is_replaced() {
     let dir = tempdir();
-    let socket = dir.path().join("run").join("agent.sock");
-    std::fs::create_dir(socket.parent().unwrap()).unwrap();
-    std::fs::set_permissions(
-        socket.parent().unwrap(),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    let socket = private_socket_in(&dir);
     // A socket file left behind by an agent that died: bound, nobody listening any more.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
@@ -323,13 +325,7 @@ fn a_state_file_that_is_a_symlink_is_refused_and_its_target_untouched() {
     let dir = tempdir();
     let target = dir.path().join("precious");
     std::fs::write(&target, "someone else's data").unwrap();
-    let socket = dir.path().join("run").join("agent.sock");
-    std::fs::create_dir(socket.parent().unwrap()).unwrap();
-    std::fs::set_permissions(
-        socket.parent().unwrap(),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    let socket = private_socket_in(&dir);
     let state = common::journal_of(&socket);
     std::os::unix::fs::symlink(&target, &state).unwrap();
     for fresh in [false, true] {
