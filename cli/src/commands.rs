@@ -198,17 +198,17 @@ pub fn complete(socket: &Path, unit: String) -> Result<(), CliError> {
     completed(one_shot(socket, &complete_request(&unit))?)
 }
 
-async fn fail_on(
-    client: &mut Client,
-    unit: &str,
-    reason: Option<String>,
-    json: bool,
-) -> Result<(), CliError> {
-    let request = Request::Fail {
+fn fail_request(unit: &str, reason: Option<String>) -> Request {
+    Request::Fail {
         unit: unit.to_owned(),
         reason,
-    };
-    failed(unit, json, client.request(&request).await?)
+    }
+}
+
+/// `fail` on an open connection (for `exec`), printing as `fail` without `--json` does.
+async fn fail_on(client: &mut Client, unit: &str, reason: String) -> Result<(), CliError> {
+    let response = client.request(&fail_request(unit, Some(reason))).await?;
+    failed(unit, false, response)
 }
 
 /// What `fail` makes of the agent's answer.
@@ -237,11 +237,7 @@ pub fn fail(
     reason: Option<String>,
     json: bool,
 ) -> Result<(), CliError> {
-    let request = Request::Fail {
-        unit: unit.clone(),
-        reason,
-    };
-    failed(&unit, json, one_shot(socket, &request)?)
+    failed(&unit, json, one_shot(socket, &fail_request(&unit, reason))?)
 }
 
 pub fn ready(socket: &Path, unit: String, json: bool) -> Result<(), CliError> {
@@ -408,7 +404,7 @@ pub async fn exec(
         Err(error) => {
             let reason = format!("cannot run {}: {error}", program.to_string_lossy());
             let mut client = Client::connect(socket).await?;
-            fail_on(&mut client, &unit, Some(reason.clone()), false).await?;
+            fail_on(&mut client, &unit, reason.clone()).await?;
             return Err(CliError::Other {
                 code: 127,
                 message: reason,
@@ -425,7 +421,7 @@ pub async fn exec(
         return Ok(());
     }
     let (reason, exit) = describe_exit(&status);
-    fail_on(&mut client, &unit, Some(reason), false).await?;
+    fail_on(&mut client, &unit, reason).await?;
     Err(CliError::Exit(exit))
 }
 

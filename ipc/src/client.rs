@@ -39,6 +39,22 @@ pub const RECONNECT_MAX_PAUSE: Duration = Duration::from_secs(1);
 /// per read; a longer answer gets room for itself while it is read.
 const RESPONSE_BUFFER_BYTES: usize = 4096;
 
+/// What this client says about itself when it connects.
+fn hello() -> Hello {
+    Hello {
+        protocol: PROTOCOL_VERSION,
+        client: format!("unitsync {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The connection to the agent at `path` failed for `source`.
+fn connection_lost(path: &Path, source: FrameError) -> IpcError {
+    IpcError::Connection {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// A handshaken connection to an agent.
 pub struct Client {
     /// Reads answers; requests are written through `reader.get_ref()`.
@@ -65,10 +81,7 @@ impl Client {
                 pid: 0,
             },
         };
-        let hello = Hello {
-            protocol: PROTOCOL_VERSION,
-            client: format!("unitsync {}", env!("CARGO_PKG_VERSION")),
-        };
+        let hello = hello();
         let handshake = async {
             // An agent that refuses this peer outright (another user) answers and closes without
             // reading the hello, so the write can fail while its reason is waiting to be read.
@@ -138,10 +151,7 @@ impl Client {
     }
 
     fn lost(&self, source: FrameError) -> IpcError {
-        IpcError::Connection {
-            path: self.path.clone(),
-            source,
-        }
+        connection_lost(&self.path, source)
     }
 }
 
@@ -194,10 +204,7 @@ impl BlockingClient {
                 source,
             }
         })?;
-        let lost = |source: FrameError| IpcError::Connection {
-            path: path.to_owned(),
-            source,
-        };
+        let lost = |source: FrameError| connection_lost(path, source);
         let no_answer = || IpcError::NoAnswer {
             path: path.to_owned(),
             waited: HANDSHAKE_TIMEOUT,
@@ -211,11 +218,7 @@ impl BlockingClient {
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(|error| lost(error.into()))?;
-        let hello = Hello {
-            protocol: PROTOCOL_VERSION,
-            client: format!("unitsync {}", env!("CARGO_PKG_VERSION")),
-        };
-        let mut frame = encode(&hello, MAX_FRAME_BYTES).map_err(lost)?;
+        let mut frame = encode(&hello(), MAX_FRAME_BYTES).map_err(lost)?;
         if let Some(request) = pipelined {
             frame.extend_from_slice(&encode(request, MAX_FRAME_BYTES).map_err(lost)?);
         }
@@ -258,10 +261,7 @@ impl BlockingClient {
     /// [`Client::recv`].
     pub fn request(&mut self, request: &Request) -> Result<Response, IpcError> {
         use std::io::Write;
-        let lost = |source: FrameError| IpcError::Connection {
-            path: self.path.clone(),
-            source,
-        };
+        let lost = |source: FrameError| connection_lost(&self.path, source);
         let frame = encode(request, MAX_FRAME_BYTES).map_err(lost)?;
         (&self.stream)
             .write_all(&frame)
@@ -271,10 +271,7 @@ impl BlockingClient {
 
     /// Reads the answer to the request sent last.
     fn read_answer(&self) -> Result<Response, IpcError> {
-        let lost = |source: FrameError| IpcError::Connection {
-            path: self.path.clone(),
-            source,
-        };
+        let lost = |source: FrameError| connection_lost(&self.path, source);
         let payload = read_frame_blocking(&mut &self.stream, MAX_RESPONSE_BYTES).map_err(lost)?;
         let response = serde_json::from_slice(&payload).map_err(|error| lost(error.into()))?;
         protocol_answer(response, &self.path)

@@ -164,21 +164,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &self.inner
     }
 
-    /// The stream, mutably. Reading from it directly skips whatever is buffered.
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
-    /// The stream back; bytes still buffered are dropped.
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
-
-    /// The payload limit.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Bytes read but not yet consumed as frames.
     pub fn buffered(&self) -> usize {
         self.buffer.len() - self.start

@@ -634,7 +634,8 @@ fn sync_directory_of(path: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
-fn unix_now_ms() -> u64 {
+/// Now, in Unix milliseconds (0 before 1970, saturating far in the future).
+pub(crate) fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {

@@ -37,7 +37,7 @@
 
 use crate::error::IpcError;
 use crate::frame::{encode, write_message, FrameError, FrameReader};
-use crate::journal::JournalHandle;
+use crate::journal::{unix_now_ms, JournalHandle};
 use crate::memory::Trimmer;
 use crate::protocol::{
     claim_owner, EventInfo, Hello, HelloReply, PingInfo, Request, Response, UnitInfo, Welcome,
@@ -49,7 +49,7 @@ use interprocess::local_socket::{tokio::Listener, tokio::Stream, traits::tokio::
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -119,19 +119,9 @@ impl Agent {
     /// (for an agent whose graph lives as long as its process, such as `unitsync run`'s).
     pub async fn bind(path: &Path, graph: Graph) -> Result<Self, SocketError> {
         let listener = socket::listen(path).await?;
-        let since_origin = graph.origin().elapsed();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        Ok(Self {
-            listener,
-            path: path.to_owned(),
-            graph,
-            started: Instant::now(),
-            origin_unix_ms: now_ms.saturating_sub(since_origin.as_millis() as u64),
-            journal: None,
-        })
+        let since_origin = graph.origin().elapsed().as_millis() as u64;
+        let origin_unix_ms = unix_now_ms().saturating_sub(since_origin);
+        Ok(Self::serving(listener, path, graph, origin_unix_ms, None))
     }
 
     /// Binds `path` and sets up the graph as `options` say: restored from its state file (see
@@ -139,24 +129,43 @@ impl Agent {
     /// before it touches the state file; a state file that cannot be used unbinds it again (the
     /// socket file is removed) and is the error.
     pub async fn start(path: &Path, options: AgentOptions) -> Result<Self, IpcError> {
-        let mut agent = Self::bind(path, Graph::new()).await?;
+        let listener = socket::listen(path).await?;
         let builder = Graph::builder().event_capacity(options.event_capacity);
-        match &options.state {
-            None => {
-                agent.graph = builder.build();
-                agent.origin_unix_ms = unix_now_ms();
-            }
+        let agent = match &options.state {
+            None => Self::serving(listener, path, builder.build(), unix_now_ms(), None),
             Some(state) => {
                 let restored = state::open(state, builder)?;
-                agent.graph = restored.graph;
-                agent.origin_unix_ms = restored.origin_unix_ms;
-                agent.journal = Some(Journal {
+                let journal = Journal {
                     handle: restored.journal,
                     _lock: restored.lock,
-                });
+                };
+                Self::serving(
+                    listener,
+                    path,
+                    restored.graph,
+                    restored.origin_unix_ms,
+                    Some(journal),
+                )
             }
-        }
+        };
         Ok(agent)
+    }
+
+    fn serving(
+        listener: Listener,
+        path: &Path,
+        graph: Graph,
+        origin_unix_ms: u64,
+        journal: Option<Journal>,
+    ) -> Self {
+        Self {
+            listener,
+            path: path.to_owned(),
+            graph,
+            started: Instant::now(),
+            origin_unix_ms,
+            journal,
+        }
     }
 
     /// The graph this agent serves.
@@ -226,12 +235,6 @@ impl Agent {
         drop(self.journal); // releases the state file's lock
         drop(self.listener); // removes the socket file (reclaim_name)
     }
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Writes one response, never over [`MAX_RESPONSE_BYTES`]: an answer that would be longer is

@@ -122,7 +122,8 @@ pub struct Restored {
 }
 
 /// Checks, locks, opens and replays the state file (see the module docs), on the current tokio
-/// runtime (the journal's writer is a task). `builder` sets everything but the origin and the sink.
+/// runtime (large and synced journal batches are written on its blocking pool). `builder` sets
+/// everything but the origin and the sink.
 pub fn open(options: &StateOptions, builder: GraphBuilder) -> Result<Restored, StateError> {
     let path = options.path.as_path();
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
