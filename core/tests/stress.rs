@@ -295,7 +295,12 @@ fn concurrent_operations_never_start_a_unit_before_its_dependencies() {
                                     assert!(matches!(error, GraphError::WrongState { .. }));
                                 }
                             }
-                            Ok(StartAttempt::Blocked { unmet }) => assert!(!unmet.is_empty()),
+                            // A blocked start changes nothing. Its list may be empty for the
+                            // instant in which the last dependency has completed but not yet
+                            // lowered this unit's count (`StartAttempt::Blocked`'s documented
+                            // contract; CI hit it once in four threads × 6,000 operations), so it
+                            // is not checked here; the end-of-run checks cover what started.
+                            Ok(StartAttempt::Blocked { .. }) => {}
                             Err(GraphError::WrongState { .. } | GraphError::DependencyFailed { .. }) => {}
                             Err(other) => panic!("try_start {name}: {other}"),
                         },
