@@ -32,50 +32,65 @@
 //! on the thread that produced the event and files it under a mutex (held only for bookkeeping,
 //! never across I/O): records arrive numbered by the graph but possibly out of order across
 //! threads, so one that arrives ahead of a missing number is held until the gap fills (tombstones
-//! fill gaps and are written as nothing). Records are written only when *committed*:
-//! [`JournalHandle::wait_written`]`(n)` makes `n` a commit point, and the next batch is every
-//! record through the furthest commit point with no missing number before it.
+//! fill gaps and are written as nothing).
 //!
-//! Group commit with a leader: a wait whose number is not yet written and finds no write in
-//! progress becomes the *leader*. It claims the lead, yields once (so that the requests ready to
-//! run on its thread change the graph and commit too), takes the batch, writes it as **one frame**
-//! with one `write_all` and, with `sync`, one `fdatasync`, then publishes the new written number
-//! and wakes every waiter. A wait that finds a leader writing registers its commit point and sleeps;
-//! when woken it is covered (and returns) or, if records remain committed, one of the woken waits
-//! leads the next batch. So concurrent requests share one write and one sync, and only one leader
-//! writes at a time, in number order. A batch of up to 256 KiB without `sync` is written by the
-//! leader on its own thread (a page-cache write of a few microseconds, cheaper than a hand-off);
-//! larger batches and synced ones are written on tokio's blocking pool, which publishes the batch
-//! itself (so it completes even if the leading wait is dropped; a batch dropped unwritten, say by a
-//! runtime shutting down, stops the journal). A record arriving that fills a gap before a commit
-//! point while nobody leads wakes the waiters, so one of them leads.
+//! *Changes and safe cuts.* One request can change the graph through several events (a `want`
+//! registers its unit and adds each edge; a `fail` fails every dependent too), and a crash must
+//! leave all of them or none. The agent runs each such operation inside a *change*
+//! ([`JournalHandle::change`], a guard on the serving thread: every record the sink gets on that
+//! thread while it lives belongs to the change). A batch may end only at a *safe cut*: a number up
+//! to which every record has arrived, below the first record of every change still in progress,
+//! and not between the first and last record of a change that ended. Changes run in parallel on
+//! any number of threads and their numbers may interleave; nothing serialises them — the journal
+//! only waits, for the few microseconds a change takes, before writing past it. A record made
+//! outside any change is a change of its own. Each batch is written as **one frame**, which
+//! [`decode`] reads all or nothing, so a crash in the middle of a write (a `kill -9` can cut a
+//! `write` short) loses the whole batch — changes nobody was told about — and never half of one.
 //!
-//! Why commit points and whole-batch frames: one request can change the graph through several
-//! events (a `want` registers its unit and adds each edge; a `fail` fails every dependent too), and
-//! a crash must leave all of them or none. The agent commits only at numbers where no such change
-//! is half-done, and a batch is read all or nothing, so a crash in the middle of a write (a `kill
-//! -9` can cut a `write` short) loses the whole uncommitted batch — changes nobody was told about —
-//! and never half of one. A record is never written before a commit covers it, except that when
-//! the last clone of the sink is dropped (the graph is gone, so no change is half-done) every
-//! record that arrived without a gap is written, on the dropping thread or by the leader writing
-//! then.
+//! *Commits.* [`JournalHandle::wait_written`]`(n)` and [`JournalHandle::commit`]`(n, ..)` make `n`
+//! a *commit point*: some request needs every record up to `n` in the file. The next batch is every
+//! record through the furthest safe cut, once that covers a commit point. `wait_written` resolves
+//! once its number is in the file (and synced, with `sync`), only after the write (and sync) of its
+//! batch returned. `commit` does not wait: it files an [`Acknowledgment`] that runs once the number
+//! is written, on the thread that wrote it (the agent's acknowledgment sends the answer; so a
+//! request waiting for the journal costs no task wake-up). The acknowledgments a batch makes due
+//! run oldest request first. [`JournalHandle::wait_covered`] waits like `wait_written` without
+//! making a commit point (for `watch`, which must not show an event a crash could take back); it
+//! may lead a batch that others committed, never one of its own.
 //!
-//! `wait_written` resolves once its number is in the file (and synced, with `sync`), only after
-//! the write (and sync) of its batch returned; [`JournalHandle::wait_covered`] waits for that
-//! without making a commit point (for `watch`, which must not show an event a crash could take
-//! back); it may lead a batch that others committed, never one of its own. The first write error
-//! stops the journal for good, loudly: it is logged, nothing more is written, and every later wait
-//! for a number not yet written gets the error instead of a false acknowledgment. Once the graph is
-//! gone and its records are written, a wait for a later number gets [`JournalError::Stopped`].
+//! *Group commit with a leader.* A wait or commit that finds a batch to write and no write in
+//! progress claims the *lead* ([`Lead`]). The leader yields once (so that the requests ready to run
+//! on its thread change the graph and commit too), takes the batch, writes it with one `write_all`
+//! and, with `sync`, one `fdatasync`, publishes the new written number, runs the acknowledgments
+//! that became due and wakes every waiter; if more became writable meanwhile it writes that too. A
+//! wait that finds a leader writing sleeps until woken, and a commit simply returns. So concurrent
+//! requests share one write and one sync, and only one leader writes at a time, in number order. A
+//! batch of up to 256 KiB without `sync` is written by the leader on its own thread (a page-cache
+//! write of a few microseconds, cheaper than a hand-off); larger batches and synced ones are
+//! written on tokio's blocking pool, which publishes the batch itself (so it completes even if the
+//! leading future is dropped; a batch dropped unwritten, say by a runtime shutting down, stops the
+//! journal). When a batch becomes writable with nobody to lead it — a record that fills a gap
+//! arrives, or a change ends, with no commit right after, or a lead is dropped unused — the waiters
+//! are woken, and if acknowledgments are pending the journal claims the lead for them and hands it
+//! to a new task on the current tokio runtime.
+//!
+//! When the last clone of the sink is dropped (the graph is gone, so no change is in progress)
+//! every record that arrived without a gap is written, on the dropping thread or by the leader
+//! writing then. The first write error stops the journal for good, loudly: it is logged, nothing
+//! more is written, and every later wait or acknowledgment for a number not yet written gets the
+//! error instead of a false acknowledgment. Once the graph is gone and its records are written, a
+//! wait for a later number gets [`JournalError::Stopped`].
 //!
 //! This module owns the file format and the file; it must not interpret events beyond their numbers
 //! and times (replaying them is `unitsync_core::GraphBuilder::restore`'s job) and must not touch the
 //! socket or the protocol.
 
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -708,14 +723,20 @@ pub struct JournalWriter {
 /// One record on its way to the file: its number and its JSON payload, encoded by the sink.
 type Encoded = (u64, Vec<u8>);
 
-/// A [`JournalRecord`] as the sink encodes it, borrowing the event's kind instead of cloning it
-/// (the same JSON, field for field).
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    seq: u64,
-    unix_ms: u64,
-    #[serde(flatten)]
-    kind: &'a EventKind,
+/// The JSON payload of the [`JournalRecord`] `{seq, unix_ms, kind}`, byte for byte what serde
+/// writes for it, without cloning the kind or going through `flatten` (which buffers every field):
+/// the two numbers, then the kind's own object with its opening brace turned into a comma.
+fn encode_payload(seq: u64, unix_ms: u64, kind: &EventKind) -> serde_json::Result<Vec<u8>> {
+    let mut payload = Vec::with_capacity(128);
+    payload.extend_from_slice(b"{\"seq\":");
+    serde_json::to_writer(&mut payload, &seq)?;
+    payload.extend_from_slice(b",\"unix_ms\":");
+    serde_json::to_writer(&mut payload, &unix_ms)?;
+    let kind_at = payload.len();
+    serde_json::to_writer(&mut payload, kind)?;
+    // An event kind is an object with at least its tag: `{"event":...}`.
+    payload[kind_at] = b',';
+    Ok(payload)
 }
 
 /// What the sink and every handle share: the file and the writing state.
@@ -727,7 +748,7 @@ struct Inner {
     /// Held only for short bookkeeping, never across I/O.
     state: Mutex<State>,
     /// Woken (every waiter) when a batch is done, the journal stops, the graph goes away, or a
-    /// record arrival makes a commit point writable while nobody leads.
+    /// commit point becomes writable while nobody leads.
     wake: Notify,
 }
 
@@ -743,8 +764,14 @@ struct State {
     taken: u64,
     /// Every number up to this one is in the file (and synced, with `sync`).
     written: u64,
-    /// Commit points above `taken`.
+    /// Commit points above `taken`: numbers some wait needs written.
     points: BTreeSet<u64>,
+    /// The lowest number recorded so far by each change in progress (see [`ChangeGuard`]): no
+    /// batch may end at or after one of them.
+    open: BTreeSet<u64>,
+    /// The first and last number of each ended change of several numbers that is not taken yet:
+    /// no batch may end inside one (`first <= through < last`).
+    spans: Vec<(u64, u64)>,
     /// Whether a wait leads: it has claimed the lead and is about to take a batch, or its batch
     /// (numbers `written + 1 ..= taken`) is being written.
     leading: bool,
@@ -756,14 +783,35 @@ struct State {
     stopped: bool,
     /// The frame buffer, reused from batch to batch.
     buffer: Vec<u8>,
+    /// What runs once its commit point is written (see [`JournalHandle::commit`]).
+    acks: Acknowledgments,
 }
 
-/// A batch a leader took: the records through `through` (a commit point), and every commit point
-/// it passes (where it may be split if it is too large for one frame).
+/// What [`JournalHandle::commit`] runs once its number is written (`Ok`), or once it never will be
+/// (the error a wait would get). It runs on the thread that wrote the batch (or found the number
+/// written), outside every journal lock; it must be quick and must not block. The
+/// acknowledgments a batch makes due run oldest request first (see [`JournalHandle::commit`]).
+pub type Acknowledgment = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+/// A pending acknowledgment: its commit point, since when its request waits, and what to run.
+type Pending = (u64, Instant, Acknowledgment);
+
+/// The pending acknowledgments.
+#[derive(Default)]
+struct Acknowledgments(Vec<Pending>);
+
+impl std::fmt::Debug for Acknowledgments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} pending acknowledgments", self.0.len())
+    }
+}
+
+/// A batch a leader took: the records through `through` (a safe cut), and the changes of several
+/// numbers inside it (it may be split between them if it is too large for one frame).
 #[derive(Debug)]
 struct Work {
     records: Vec<Encoded>,
-    boundaries: BTreeSet<u64>,
+    spans: Vec<(u64, u64)>,
     through: u64,
     buffer: Vec<u8>,
 }
@@ -815,15 +863,37 @@ impl State {
         Some(work)
     }
 
-    /// Where the next batch would end, if there is one to write: at the furthest commit point that
-    /// has no missing number before it (with the graph gone, at the last record that arrived
-    /// without a gap).
+    /// The furthest *safe cut*: the highest number up to which every number has arrived and no
+    /// change is half-recorded (none in progress has a number at or below it, none that ended has
+    /// its first number at or below it and its last above).
+    fn safe_cut(&self) -> u64 {
+        let mut cut = self.received;
+        if let Some(&first) = self.open.first() {
+            cut = cut.min(first - 1);
+        }
+        while let Some(&(first, _)) = self
+            .spans
+            .iter()
+            .find(|&&(first, last)| first <= cut && cut < last)
+        {
+            cut = first - 1;
+        }
+        cut
+    }
+
+    /// Where the next batch would end, if there is one to write: at the furthest safe cut, once it
+    /// covers a commit point (with the graph gone, at the last record that arrived without a gap).
     fn writable(&self) -> Option<u64> {
         if self.failure.is_some() || self.stopped {
             return None;
         }
         let through = if self.graph_open {
-            *self.points.range(..=self.received).next_back()?
+            let lowest = *self.points.first()?;
+            let cut = self.safe_cut();
+            if lowest > cut {
+                return None;
+            }
+            cut
         } else {
             self.received
         };
@@ -835,15 +905,136 @@ impl State {
         let through = self.writable()?;
         let count = self.ready.partition_point(|(seq, _)| *seq <= through);
         let records = self.ready.drain(..count).collect();
-        let later = self.points.split_off(&(through + 1));
-        let boundaries = std::mem::replace(&mut self.points, later);
+        while self.points.first().is_some_and(|&point| point <= through) {
+            self.points.pop_first();
+        }
+        // A safe cut ends no span inside itself: each span is wholly in this batch or after it.
+        let spans = if self.spans.iter().all(|&(_, last)| last <= through) {
+            std::mem::take(&mut self.spans)
+        } else {
+            let (inside, later) = self.spans.iter().partition(|&&(_, last)| last <= through);
+            self.spans = later;
+            inside
+        };
         self.taken = through;
         Some(Work {
             records,
-            boundaries,
+            spans,
             through,
             buffer: std::mem::take(&mut self.buffer),
         })
+    }
+
+    /// Why a number not yet written never will be, if the journal has stopped: a write error, an
+    /// abandoned batch, or the graph gone with nobody writing its tail.
+    fn stopped_by(&self) -> Option<Stop> {
+        if let Some(error) = &self.failure {
+            return Some(Stop::WriteFailed(Arc::clone(error)));
+        }
+        (self.stopped || !(self.graph_open || self.leading)).then_some(Stop::Ended)
+    }
+
+    /// Takes the acknowledgments that are due: those whose number is written, and every one if
+    /// the journal has stopped. The caller runs them once the lock is released.
+    fn due(&mut self) -> Due {
+        let mut due = Due::default();
+        if self.acks.0.is_empty() {
+            return due;
+        }
+        if let Some(stop) = self.stopped_by() {
+            due.failed = Some((std::mem::take(&mut self.acks.0), stop));
+            return due;
+        }
+        let written = self.written;
+        let mut i = 0;
+        while i < self.acks.0.len() {
+            if self.acks.0[i].0 <= written {
+                let (_, since, ack) = self.acks.0.swap_remove(i);
+                due.saved.push((since, ack));
+            } else {
+                i += 1;
+            }
+        }
+        due
+    }
+
+    /// Claims the lead if nobody leads and there is a batch to write. Returns whether it did.
+    fn claim_lead(&mut self) -> bool {
+        let lead = !self.leading && self.writable().is_some();
+        self.leading |= lead;
+        lead
+    }
+
+    /// Notes that the change `mark` describes recorded `seq`.
+    fn track(&mut self, mark: &mut ChangeMark, seq: u64) {
+        if seq < mark.first {
+            if mark.first != u64::MAX {
+                self.open.remove(&mark.first);
+            }
+            self.open.insert(seq);
+            mark.first = seq;
+        }
+        mark.last = mark.last.max(seq);
+    }
+
+    /// Notes that the change `mark` describes ended. Returns whether waiters must be woken: a
+    /// commit point became writable and nobody leads.
+    fn end_change(&mut self, mark: &ChangeMark) -> bool {
+        if mark.first == u64::MAX {
+            return false; // it recorded nothing
+        }
+        self.open.remove(&mark.first);
+        if mark.last > mark.first && mark.last > self.taken {
+            self.spans.push((mark.first, mark.last));
+        }
+        !self.leading && self.writable().is_some()
+    }
+}
+
+/// Why the journal writes nothing more.
+#[derive(Debug, Clone)]
+enum Stop {
+    /// A write failed with this error.
+    WriteFailed(Arc<str>),
+    /// A batch was abandoned, or the graph went away.
+    Ended,
+}
+
+impl Stop {
+    fn error(&self, path: &Path) -> JournalError {
+        match self {
+            Self::WriteFailed(error) => JournalError::WriteFailed {
+                path: path.to_path_buf(),
+                error: Arc::clone(error),
+            },
+            Self::Ended => JournalError::Stopped {
+                path: path.to_path_buf(),
+            },
+        }
+    }
+}
+
+/// Acknowledgments taken from the state, to run outside its lock.
+#[derive(Default)]
+struct Due {
+    saved: Vec<(Instant, Acknowledgment)>,
+    failed: Option<(Vec<Pending>, Stop)>,
+}
+
+impl Due {
+    /// Runs the acknowledgments, the longest-waiting request first: a start blocked for seconds is
+    /// answered before the `complete` that released it a moment ago.
+    fn run(mut self, path: &Path) {
+        self.saved.sort_by_key(|&(since, _)| since);
+        for (_, ack) in self.saved {
+            ack(Ok(()));
+        }
+        if let Some((mut acks, stop)) = self.failed {
+            acks.sort_by_key(|&(_, since, _)| since);
+            for (_, _, ack) in acks {
+                ack(Err(stop.error(path)));
+            }
+        }
     }
 }
 
@@ -852,10 +1043,32 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Called when a batch may have become writable with nobody writing it (or the journal
+    /// stopped): wakes every waiter, one of which leads; and if acknowledgments are pending, which
+    /// nobody waits for, claims the lead for them and hands it to a new task on the current tokio
+    /// runtime. Rare: a commit that finds its batch writable leads it itself; this is for records
+    /// that arrive, or changes that end, without a commit right after. Outside a runtime the lead
+    /// is left for the next commit or wait.
+    fn kick(self: &Arc<Self>) {
+        self.wake.notify_waiters();
+        let lead = {
+            let mut state = self.lock();
+            !state.acks.0.is_empty() && state.claim_lead()
+        };
+        if !lead {
+            return;
+        }
+        let lead = Lead::claimed(self);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(lead.write())),
+            Err(_) => lead.give_back(),
+        }
+    }
+
     /// Encodes and writes one batch (no lock held).
     fn write(&self, work: &mut Work) -> Result<(), String> {
         work.buffer.clear();
-        encode_frames(&work.records, &work.boundaries, &mut work.buffer)?;
+        encode_frames(&work.records, &work.spans, &mut work.buffer)?;
         if work.buffer.is_empty() {
             return Ok(()); // only tombstones
         }
@@ -872,6 +1085,7 @@ impl Inner {
     /// Returns the leader's next batch if the graph went away meanwhile (the tail it leaves is
     /// written by the leader it finds); otherwise gives up the lead.
     fn complete(&self, mut work: Work, result: Result<(), String>) -> Option<Work> {
+        let due;
         let next = {
             let mut state = self.lock();
             work.buffer.clear();
@@ -886,6 +1100,7 @@ impl Inner {
             if next.is_none() {
                 state.leading = false;
             }
+            due = state.due();
             next
         };
         if let Err(error) = result {
@@ -896,6 +1111,7 @@ impl Inner {
             );
         }
         self.wake.notify_waiters();
+        due.run(&self.path);
         next
     }
 }
@@ -937,17 +1153,19 @@ impl Drop for Batch {
         if self.done {
             return;
         }
-        {
+        let due = {
             let mut state = self.inner.lock();
             state.stopped = true;
             state.leading = false;
-        }
+            state.due()
+        };
         tracing::error!(
             path = %self.inner.path.display(),
             "journal: a batch was abandoned unwritten (the runtime shut down?); journaling has \
              stopped and changes from now on are not saved"
         );
-        self.inner.wake.notify_waiters();
+        self.inner.kick();
+        due.run(&self.inner.path);
     }
 }
 
@@ -975,13 +1193,9 @@ impl EventSink for JournalSink {
         let payload = match event {
             None => None,
             Some(event) => {
-                let record = RecordRef {
-                    seq,
-                    unix_ms: origin_unix_ms
-                        .saturating_add(u64::try_from(event.at.as_millis()).unwrap_or(0)),
-                    kind: &event.kind,
-                };
-                match serde_json::to_vec(&record) {
+                let unix_ms =
+                    origin_unix_ms.saturating_add(u64::try_from(event.at.as_millis()).unwrap_or(0));
+                match encode_payload(seq, unix_ms, &event.kind) {
                     Ok(payload) => Some(payload),
                     Err(error) => {
                         let error = format!("cannot encode event {seq}: {error}");
@@ -991,21 +1205,33 @@ impl EventSink for JournalSink {
                             "journal: journaling has stopped and changes from now on are not saved"
                         );
                         inner.lock().failure.get_or_insert_with(|| Arc::from(error));
-                        inner.wake.notify_waiters();
+                        // Pending acknowledgments are failed by the waits this wakes (not here,
+                        // inside a graph operation).
+                        inner.kick();
                         return;
                     }
                 }
             }
         };
-        if inner.lock().receive(seq, payload) {
-            inner.wake.notify_waiters();
+        let wake = {
+            let mut state = inner.lock();
+            if let Some(mut mark) = CHANGE.get() {
+                if mark.journal == Arc::as_ptr(inner) as usize {
+                    state.track(&mut mark, seq);
+                    CHANGE.set(Some(mark));
+                }
+            }
+            state.receive(seq, payload)
+        };
+        if wake {
+            inner.kick();
         }
     }
 }
 
 impl Drop for SinkShared {
     fn drop(&mut self) {
-        let work = {
+        let (work, due) = {
             let mut state = self.inner.lock();
             state.graph_open = false;
             if !state.early.is_empty() {
@@ -1016,9 +1242,12 @@ impl Drop for SinkShared {
                     "journal: the graph went away with records after a number that never arrived"
                 );
             }
-            state.take()
+            let work = state.take();
+            // With nothing left to write, acknowledgments still pending never will be.
+            (work, state.due())
         };
-        self.inner.wake.notify_waiters();
+        self.inner.kick();
+        due.run(&self.inner.path);
         if let Some(work) = work {
             Batch {
                 inner: Arc::clone(&self.inner),
@@ -1041,6 +1270,36 @@ impl JournalHandle {
     /// The highest number written through (every number up to it is in the file).
     pub fn written(&self) -> u64 {
         self.inner.lock().written
+    }
+
+    /// Marks one change that may record several events, for as long as the guard lives: every
+    /// record this journal's sink gets *on this thread* until the guard is dropped belongs to it,
+    /// and no batch ends inside it, so a crash keeps all of its events or none (see the module
+    /// docs). Wrap each graph operation that can publish several events (a `want` and its edges, a
+    /// `fail` and its propagation) and nothing else: the operation must run synchronously on this
+    /// thread while the guard lives (the guard cannot cross an `.await` of a `Send` future).
+    /// A guard taken while another of the same journal lives on this thread adds nothing (its
+    /// records belong to the outer change); records made outside any guard are each a change of
+    /// their own.
+    pub fn change(&self) -> ChangeGuard<'_> {
+        let journal = Arc::as_ptr(&self.inner) as usize;
+        let current = CHANGE.get();
+        let outer = match current {
+            Some(mark) if mark.journal == journal => None,
+            _ => Some(current),
+        };
+        if outer.is_some() {
+            CHANGE.set(Some(ChangeMark {
+                journal,
+                first: u64::MAX,
+                last: 0,
+            }));
+        }
+        ChangeGuard {
+            inner: &self.inner,
+            outer,
+            _this_thread: PhantomData,
+        }
     }
 
     /// Commits every record up to `seq` and resolves once they are in the file (and synced, if the
@@ -1075,71 +1334,202 @@ impl JournalHandle {
                 if state.written >= seq {
                     return Ok(());
                 }
-                if let Some(error) = &state.failure {
-                    return Err(JournalError::WriteFailed {
-                        path: inner.path.to_path_buf(),
-                        error: Arc::clone(error),
-                    });
-                }
-                if state.stopped || !(state.graph_open || state.leading) {
-                    return Err(JournalError::Stopped {
-                        path: inner.path.to_path_buf(),
-                    });
+                if let Some(stop) = state.stopped_by() {
+                    let due = state.due();
+                    drop(state);
+                    due.run(&inner.path);
+                    return Err(stop.error(&inner.path));
                 }
                 if commit && state.graph_open && seq > state.taken {
                     state.points.insert(seq);
                 }
-                let lead = !state.leading && state.writable().is_some();
-                state.leading |= lead;
-                lead
+                state.claim_lead()
             };
-            if !lead {
+            if !lead || !Lead::claimed(inner).write().await {
                 woken.await;
-                continue;
             }
-            // This wait leads. Let the requests that are ready to run on this thread change the
-            // graph and commit too (one turn of the scheduler), so that one batch covers them all.
-            let mut claim = Claim { inner, held: true };
-            tokio::task::yield_now().await;
-            let work = {
-                let mut state = inner.lock();
-                claim.held = false;
-                let work = state.take_next();
-                state.leading = work.is_some();
-                work
-            };
-            let Some(work) = work else {
-                inner.wake.notify_waiters();
-                continue;
-            };
-            let batch = Batch {
-                inner: Arc::clone(inner),
-                work: Some(work),
-                done: false,
-            };
-            if batch.inline() {
-                batch.run();
+        }
+    }
+
+    /// Commits every record up to `seq`, as [`wait_written`](Self::wait_written) does, without
+    /// waiting for the write: `acknowledge` runs once the records are in the file (or with the
+    /// error that means they never will be), on the thread that writes them, or on this one at
+    /// once if they already are. If the batch can be written and nobody is writing, this call
+    /// returns the [`Lead`]: [`write`](Lead::write) it (dropping it hands the batch to a new
+    /// task). Otherwise the batch is written by the leader at work, or, if records it needs have
+    /// not arrived yet, by whoever completes them: their change's [`ChangeGuard::commit`], or a
+    /// task the journal starts for it (see [`Lead`]). `since` is when the request being
+    /// acknowledged began: the acknowledgments one batch makes due run oldest first.
+    pub fn commit(&self, seq: u64, since: Instant, acknowledge: Acknowledgment) -> Option<Lead> {
+        self.inner.commit(None, seq, since, acknowledge)
+    }
+}
+
+impl Inner {
+    /// The commit of [`JournalHandle::commit`] and [`ChangeGuard::commit`]: ends the change `mark`
+    /// describes, if any, makes `seq` a commit point, and files `acknowledge` (or runs it, if `seq`
+    /// is written already or never will be), all under one lock.
+    fn commit(
+        self: &Arc<Self>,
+        mark: Option<ChangeMark>,
+        seq: u64,
+        since: Instant,
+        acknowledge: Acknowledgment,
+    ) -> Option<Lead> {
+        let mut acknowledge = Some(acknowledge);
+        let (now, lead) = {
+            let mut state = self.lock();
+            if let Some(mark) = mark {
+                state.end_change(&mark);
+            }
+            let now = if state.written >= seq {
+                Some(Ok(()))
+            } else if let Some(stop) = state.stopped_by() {
+                Some(Err(stop))
             } else {
-                // The blocking thread publishes the batch itself, so it is completed even if this
-                // wait is dropped meanwhile.
-                drop(tokio::task::spawn_blocking(move || batch.run()));
-                woken.await;
+                if state.graph_open && seq > state.taken {
+                    state.points.insert(seq);
+                }
+                if let Some(acknowledge) = acknowledge.take() {
+                    state.acks.0.push((seq, since, acknowledge));
+                }
+                None
+            };
+            (now, state.claim_lead())
+        };
+        if let (Some(result), Some(acknowledge)) = (now, acknowledge) {
+            acknowledge(result.map_err(|stop| stop.error(&self.path)));
+        }
+        lead.then(|| Lead::claimed(self))
+    }
+}
+
+thread_local! {
+    /// The change this thread is making, marked by a [`ChangeGuard`], if any.
+    static CHANGE: Cell<Option<ChangeMark>> = const { Cell::new(None) };
+}
+
+/// What a [`ChangeGuard`] has seen so far: the numbers its change recorded.
+#[derive(Debug, Clone, Copy)]
+struct ChangeMark {
+    /// The address of the journal's shared state: records for another journal are not this
+    /// change's.
+    journal: usize,
+    /// The lowest number recorded, `u64::MAX` while none is.
+    first: u64,
+    /// The highest number recorded.
+    last: u64,
+}
+
+/// One change in progress, from [`JournalHandle::change`]: ends when dropped. Bound to its thread.
+#[must_use = "the change ends when the guard is dropped"]
+#[derive(Debug)]
+pub struct ChangeGuard<'a> {
+    inner: &'a Arc<Inner>,
+    /// `None` for a guard nested in another of the same journal (it marks nothing); otherwise the
+    /// mark this one replaced (of another journal, or none), restored when it ends.
+    outer: Option<Option<ChangeMark>>,
+    /// Not `Send`: the mark lives in this thread's storage.
+    _this_thread: PhantomData<*const ()>,
+}
+
+impl ChangeGuard<'_> {
+    /// Ends the change and commits every record up to `seq` in one step, as
+    /// [`JournalHandle::commit`] does (see there for `acknowledge` and the returned [`Lead`]).
+    /// Unlike dropping the guard, this wakes nobody: this commit takes the lead itself if the
+    /// change's end made a batch writable.
+    pub fn commit(mut self, seq: u64, since: Instant, acknowledge: Acknowledgment) -> Option<Lead> {
+        let mark = self.end_mark();
+        self.inner.commit(mark, seq, since, acknowledge)
+    }
+
+    /// Restores the mark this guard replaced, and returns this change's, if it recorded anything
+    /// (`None` for a nested guard, or one already ended).
+    fn end_mark(&mut self) -> Option<ChangeMark> {
+        let outer = self.outer.take()?;
+        CHANGE.replace(outer).filter(|mark| mark.first != u64::MAX)
+    }
+}
+
+impl Drop for ChangeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(mark) = self.end_mark() {
+            if self.inner.lock().end_change(&mark) {
+                self.inner.kick();
             }
         }
     }
 }
 
-/// The lead claimed by a wait that has not taken its batch yet: given back if the wait is dropped.
-struct Claim<'a> {
-    inner: &'a Inner,
+/// The journal's lead, claimed by a commit or a wait that found a batch to write and nobody
+/// writing: [`write`](Self::write) it. Dropped unused (say, with the task that held it), it gives
+/// the lead back and wakes whoever can take it.
+#[must_use = "the batch is written only by `write`"]
+#[derive(Debug)]
+pub struct Lead {
+    inner: Arc<Inner>,
+    /// Whether the lead is still claimed and its batch not taken.
     held: bool,
 }
 
-impl Drop for Claim<'_> {
+impl Lead {
+    fn claimed(inner: &Arc<Inner>) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            held: true,
+        }
+    }
+
+    /// Lets the requests that are ready to run on this thread change the graph and commit too (one
+    /// turn of the scheduler), so that one batch covers them all; then takes the batch and writes
+    /// it, with every batch that became writable meanwhile, and runs their acknowledgments.
+    /// Returns `false` if the batch went to tokio's blocking pool instead (a large or synced one),
+    /// which completes it and wakes the waiters; `true` once it is written here, or if there was
+    /// nothing left to write.
+    pub async fn write(mut self) -> bool {
+        tokio::task::yield_now().await;
+        let work = {
+            let mut state = self.inner.lock();
+            self.held = false;
+            let work = state.take_next();
+            state.leading = work.is_some();
+            work
+        };
+        let Some(work) = work else {
+            self.inner.kick();
+            return true;
+        };
+        let batch = Batch {
+            inner: Arc::clone(&self.inner),
+            work: Some(work),
+            done: false,
+        };
+        if batch.inline() {
+            batch.run();
+            true
+        } else {
+            // The blocking thread publishes the batch itself, so it is completed even if this
+            // future is dropped meanwhile.
+            drop(tokio::task::spawn_blocking(move || batch.run()));
+            false
+        }
+    }
+}
+
+impl Lead {
+    /// Gives the lead back unused and wakes the waiters (only they: see [`Inner::kick`]).
+    fn give_back(mut self) {
+        self.held = false;
+        self.inner.lock().leading = false;
+        self.inner.wake.notify_waiters();
+    }
+}
+
+impl Drop for Lead {
     fn drop(&mut self) {
         if self.held {
             self.inner.lock().leading = false;
-            self.inner.wake.notify_waiters();
+            self.inner.kick();
         }
     }
 }
@@ -1174,11 +1564,14 @@ impl JournalWriter {
                 taken: last,
                 written: last,
                 points: BTreeSet::new(),
+                open: BTreeSet::new(),
+                spans: Vec::new(),
                 leading: false,
                 graph_open: true,
                 failure: None,
                 stopped: false,
                 buffer: Vec::new(),
+                acks: Acknowledgments::default(),
             }),
             wake: Notify::new(),
         });
@@ -1228,12 +1621,13 @@ fn push_frame(records: &[Encoded], out: &mut Vec<u8>) {
 }
 
 /// Appends the frames for one write to `out`: one batch frame (read all or nothing), or, if that is
-/// too large, as few frames as fit, each ending at one of the commit points in `boundaries` (so each
-/// frame still holds whole changes). Only a single change too large for a frame (tens of thousands
-/// of events) is split inside itself, loudly; a single record too large fails.
+/// too large, as few frames as fit, none ending inside one of the multi-event changes in `spans`
+/// (`first..=last`; so each frame still holds whole changes). Only a single change too large for a
+/// frame (tens of thousands of events) is split inside itself, loudly; a single record too large
+/// fails.
 fn encode_frames(
     records: &[Encoded],
-    boundaries: &BTreeSet<u64>,
+    spans: &[(u64, u64)],
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     if records.is_empty() {
@@ -1257,7 +1651,10 @@ fn encode_frames(
                 break;
             }
             fitting = n;
-            if n == rest.len() || boundaries.contains(seq) {
+            let inside = spans
+                .iter()
+                .any(|&(first, last)| first <= *seq && *seq < last);
+            if n == rest.len() || !inside {
                 whole = n;
             }
         }
@@ -1314,6 +1711,15 @@ mod tests {
         sink.record(2, None); // the writer is gone: recording neither blocks nor panics
         assert!(handle.wait_written(2).await.is_err());
         handle.wait_written(0).await.unwrap();
+        // An acknowledgment is told too, at once: never a false "saved".
+        let told = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&told);
+        let acknowledge: Acknowledgment = Box::new(move |saved| {
+            *slot.lock().unwrap() = Some(saved.map_err(|error| error.to_string()));
+        });
+        assert!(handle.commit(2, Instant::now(), acknowledge).is_none());
+        let told = told.lock().unwrap().take().expect("acknowledged at once");
+        assert!(told.unwrap_err().contains("restart the agent"));
     }
 }
 
@@ -1335,17 +1741,14 @@ mod batching {
         }
     }
 
-    /// The frames for `records`, as a leader writes them.
-    fn encode_batches(
-        records: &[JournalRecord],
-        boundaries: &BTreeSet<u64>,
-    ) -> Result<Vec<u8>, String> {
+    /// The frames for `records`, as a leader writes them, with the multi-event changes `spans`.
+    fn encode_batches(records: &[JournalRecord], spans: &[(u64, u64)]) -> Result<Vec<u8>, String> {
         let encoded: Vec<Encoded> = records
             .iter()
             .map(|r| (r.seq, serde_json::to_vec(r).unwrap()))
             .collect();
         let mut bytes = Vec::new();
-        encode_frames(&encoded, boundaries, &mut bytes)?;
+        encode_frames(&encoded, spans, &mut bytes)?;
         Ok(bytes)
     }
 
@@ -1363,28 +1766,65 @@ mod batching {
     }
 
     #[test]
-    fn a_write_too_large_for_one_frame_is_split_only_at_commit_points() {
-        // Ten records of 2 MiB (20 MiB: two frames at least); commit points after 2, 5, 6 and 10.
+    fn a_write_too_large_for_one_frame_is_split_only_between_changes() {
+        // Ten records of 2 MiB (20 MiB: two frames at least) in four changes: 1-2, 3-5, 6, 7-10.
         let records: Vec<_> = (1..=10).map(|seq| big(seq, 2 << 10)).collect();
-        let boundaries: BTreeSet<u64> = [2, 5, 6, 10].into();
-        let bytes = encode_batches(&records, &boundaries).unwrap();
+        let spans = [(1, 2), (3, 5), (7, 10)];
+        let bytes = encode_batches(&records, &spans).unwrap();
         let ends = frame_ends(&bytes);
         assert!(ends.len() >= 2, "{ends:?}");
-        assert!(ends.iter().all(|end| boundaries.contains(end)), "{ends:?}");
+        assert!(
+            ends.iter().all(|end| [2, 5, 6, 10].contains(end)),
+            "{ends:?}"
+        );
         let decoded = decode(&[encode_header(), bytes].concat());
         assert_eq!(decoded.records, records);
         assert!(decoded.problem.is_none());
     }
 
     #[test]
+    fn the_sink_encodes_a_record_byte_for_byte_as_serde_does() {
+        let name = |unit: &str| UnitName::new(unit).unwrap();
+        let kinds = [
+            EventKind::Registered { unit: name("a") },
+            EventKind::DependencyAdded {
+                unit: name("a"),
+                dependency: name("b"),
+            },
+            EventKind::Started {
+                unit: name("b"),
+                by: Some("sh#1".into()),
+            },
+            EventKind::Started {
+                unit: name("c"),
+                by: None,
+            },
+            EventKind::Completed { unit: name("b") },
+            EventKind::Failed {
+                unit: name("y"),
+                reason: "exit status 2: \"quoted\" \u{1F600}".into(),
+                cause: Some(name("x")),
+            },
+        ];
+        for (seq, kind) in (1..).zip(kinds) {
+            let unix_ms = u64::MAX - seq;
+            let record = JournalRecord { seq, unix_ms, kind };
+            assert_eq!(
+                String::from_utf8(encode_payload(seq, unix_ms, &record.kind).unwrap()).unwrap(),
+                serde_json::to_string(&record).unwrap()
+            );
+        }
+    }
+
+    #[test]
     fn only_a_single_change_too_large_for_a_frame_is_split_inside() {
         let records: Vec<_> = (1..=9).map(|seq| big(seq, 2 << 10)).collect();
-        let bytes = encode_batches(&records, &BTreeSet::new()).unwrap();
+        let bytes = encode_batches(&records, &[(1, 9)]).unwrap();
         assert!(frame_ends(&bytes).len() >= 2);
         assert_eq!(decode(&[encode_header(), bytes].concat()).records, records);
         // A write that fits is one frame.
         let small: Vec<_> = (1..=3).map(|seq| big(seq, 1)).collect();
-        let bytes = encode_batches(&small, &BTreeSet::new()).unwrap();
+        let bytes = encode_batches(&small, &[]).unwrap();
         assert_eq!(frame_ends(&bytes), vec![3]);
     }
 }

@@ -15,20 +15,28 @@
 //! (see `journal`). Every request that can change the graph — `want`, `start` (a claimed retry
 //! included), `complete`, `fail`, `abandon` — is answered only once the journal holds every event
 //! numbered up to what the graph had handed out when the request finished (its *commit point*,
-//! `next_event_seq - 1`, passed to `wait_written`), whatever the answer: an acknowledged change is
-//! on disk, and so is whatever state a refusal was based on. A `wait` that reached its state waits
-//! the same way, and `watch` sends an event only once it is written, so nobody acts on, or numbers
-//! from, an event a crash could take back. If the journal has failed, these requests get `unsaved`
-//! instead, never a false success. Read-only requests (`ping`, `ready`, `status`, `list`, `graph`)
-//! never wait. Concurrent requests share the journal's batches (one write, and with `--sync` one
-//! `fdatasync`).
+//! `next_event_seq - 1`), whatever the answer: an acknowledged change is on disk, and so is
+//! whatever state a refusal was based on. A `wait` that reached its state waits the same way, and
+//! `watch` sends an event only once it is written, so nobody acts on, or numbers from, an event a
+//! crash could take back. If the journal has failed, these requests get `unsaved` instead, never a
+//! false success. Read-only requests (`ping`, `ready`, `status`, `list`, `graph`) never wait.
+//!
+//! Such an answer is not waited for by the connection's task: it is handed to the journal as an
+//! acknowledgment (`JournalHandle::commit`), and whoever writes the batch that covers its commit
+//! point — often this very task, leading the write — sends it, without blocking, right after the
+//! write returns (see [`Link`]). Concurrent requests share one write (and with `--sync` one
+//! `fdatasync`), and no task is woken just to send an answer. Answers on one connection stay in
+//! request order: the connection writes nothing else until its last answer is out.
 //!
 //! A crash must also never keep *half* of a change: a `want` is several events (registration, one
-//! per edge), a `fail` or `abandon` one per unit failed. The journal writes each commit as one frame,
-//! kept whole or lost whole, so it is enough that no commit point falls inside such a change. With a
-//! journal, the multi-event requests (`want`, `complete`, `fail`, `abandon`) run under one short
-//! *change lock*, and every commit point is read under it; a start's transition is a single event
-//! and needs no lock. Without a journal nothing takes the lock.
+//! per edge), a `fail` or `abandon` one per unit failed. The journal writes each batch as one frame,
+//! kept whole or lost whole, and ends batches only where no change is half-recorded, so it is
+//! enough that each multi-event request (`want`, `complete`, `fail`, `abandon`) runs its graph
+//! operation inside one journal change (`JournalHandle::change`, a guard on the serving thread). A
+//! `start` that registers a new unit makes two events outside a change, but a crash between them
+//! leaves a state the graph could have been in (registered, not started), and the starter is told
+//! nothing before both are saved. Nothing takes a lock across requests: concurrent changes run in
+//! parallel, and the journal waits for the ones in progress before it writes past them.
 //!
 //! On shutdown the agent stops accepting, tells every blocked client `shutting_down`, closes idle
 //! connections (between requests or still in the handshake), waits briefly for requests in flight to
@@ -37,7 +45,7 @@
 
 use crate::error::IpcError;
 use crate::frame::{encode, write_message, FrameError, FrameReader};
-use crate::journal::{unix_now_ms, JournalHandle};
+use crate::journal::{unix_now_ms, Acknowledgment, ChangeGuard, JournalHandle, Lead};
 use crate::memory::Trimmer;
 use crate::protocol::{
     claim_owner, EventInfo, Hello, HelloReply, PingInfo, Request, Response, UnitInfo, Welcome,
@@ -48,10 +56,13 @@ use crate::state::{self, StateLock, StateOptions};
 use interprocess::local_socket::{tokio::Listener, tokio::Stream, traits::tokio::Listener as _};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use unitsync_core::{Graph, StartOutcome, UnitSnapshot, UnitState, WaitOutcome};
 
@@ -100,8 +111,6 @@ pub struct Agent {
 
 struct Shared {
     graph: Graph,
-    /// Taken around multi-event changes and commit-point reads (see the module docs), with a journal.
-    changes: Mutex<()>,
     started: Instant,
     /// This process's id, read once (`getpid` is a system call every time).
     pid: u32,
@@ -183,7 +192,6 @@ impl Agent {
         let (stop, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
             graph: self.graph.clone(),
-            changes: Mutex::new(()),
             started: self.started,
             pid: std::process::id(),
             origin_unix_ms: self.origin_unix_ms,
@@ -220,7 +228,7 @@ impl Agent {
             connections.abort_all();
         }
         if let Some(journal) = &self.journal {
-            let last = commit_point(&shared).unwrap_or_default();
+            let last = commit_point(&shared);
             match tokio::time::timeout(FLUSH_TIMEOUT, journal.handle.wait_written(last)).await {
                 Ok(Ok(())) => tracing::info!(last_event = last, "journal flushed"),
                 Ok(Err(error)) => tracing::error!(%error, "journal not flushed"),
@@ -240,20 +248,49 @@ impl Agent {
 /// Writes one response, never over [`MAX_RESPONSE_BYTES`]: an answer that would be longer is
 /// replaced by an `error` saying so (the connection stays usable). Returns the bytes written.
 async fn send(stream: &Stream, response: &Response) -> Result<usize, FrameError> {
-    let mut writer = stream;
-    let frame = match encode(response, MAX_RESPONSE_BYTES) {
+    let frame = encode_answer(response)?;
+    write_all(stream, &frame).await?;
+    Ok(frame.len())
+}
+
+/// The frame of `response`, or of an `error` saying it is over [`MAX_RESPONSE_BYTES`].
+fn encode_answer(response: &Response) -> Result<Vec<u8>, FrameError> {
+    match encode(response, MAX_RESPONSE_BYTES) {
         Err(FrameError::TooLarge { length, limit }) => {
             tracing::warn!(length, limit, "an answer over the frame limit was not sent");
             let refusal = Response::Error {
                 message: format!("the answer would be {length} bytes, over the limit of {limit}"),
             };
-            encode(&refusal, MAX_RESPONSE_BYTES)?
+            encode(&refusal, MAX_RESPONSE_BYTES)
         }
-        other => other?,
-    };
-    writer.write_all(&frame).await?;
-    writer.flush().await?;
-    Ok(frame.len())
+        other => other,
+    }
+}
+
+async fn write_all(stream: &Stream, bytes: &[u8]) -> std::io::Result<()> {
+    let mut writer = stream;
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+/// Writes as much of `bytes` as `stream` takes without blocking; returns how much that was (less
+/// than all on a full socket buffer or an error, which the connection's own write then meets).
+fn write_without_blocking(stream: &Stream, bytes: &[u8]) -> usize {
+    use tokio::io::AsyncWrite;
+    let mut context = Context::from_waker(Waker::noop());
+    let mut writer = stream;
+    let mut done = 0;
+    while done < bytes.len() {
+        match Pin::new(&mut writer).poll_write(&mut context, &bytes[done..]) {
+            Poll::Ready(Ok(n)) if n > 0 => done += n,
+            _ => break,
+        }
+    }
+    if done == bytes.len() {
+        // A no-op for Unix sockets; whatever is not flushed now is flushed by the next write.
+        let _ = Pin::new(&mut writer).poll_flush(&mut context);
+    }
+    done
 }
 
 /// Writes the answer to a hello.
@@ -261,46 +298,57 @@ async fn send_hello(stream: &Stream, reply: &HelloReply) -> Result<(), FrameErro
     write_message(&mut &*stream, reply, MAX_RESPONSE_BYTES).await
 }
 
-/// Runs `change` (a graph operation that may publish several events) and returns its result and
-/// the commit point just after it, both under the change lock; without a journal, just runs it.
-fn change<T>(shared: &Shared, change: impl FnOnce(&Graph) -> T) -> (T, Option<u64>) {
-    if shared.journal.is_none() {
-        return (change(&shared.graph), None);
-    }
-    let _changing = shared
-        .changes
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let result = change(&shared.graph);
-    (
-        result,
-        Some(shared.graph.next_event_seq().saturating_sub(1)),
-    )
+/// The commit point covering everything that happened so far: every number the graph handed out
+/// (the journal writes it once no change is half-recorded below it).
+fn commit_point(shared: &Shared) -> u64 {
+    shared.graph.next_event_seq().saturating_sub(1)
 }
 
-/// The commit point covering everything that happened so far, read under the change lock (so no
-/// multi-event change is half-done); `None` without a journal.
-fn commit_point(shared: &Shared) -> Option<u64> {
-    shared.journal.as_ref()?;
-    let _changing = shared
-        .changes
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    Some(shared.graph.next_event_seq().saturating_sub(1))
+/// How a request's answer goes out.
+enum Answering {
+    /// Now, by the connection (no journal).
+    Now(Response),
+    /// By the journal's acknowledgment, once what the answer rests on is saved; after this
+    /// connection writes the batch, if it leads.
+    Saved(Option<Lead>),
 }
 
-/// `reply`, once the journal holds every event up to `point` (see the module docs); `unsaved` if
-/// the journal failed. Without a journal, `reply` at once.
-async fn durable(shared: &Shared, reply: Response, point: Option<u64>) -> Response {
-    let (Some(journal), Some(point)) = (&shared.journal, point) else {
-        return reply;
+/// Arranges for `reply` to be sent once the journal holds every event up to the commit point read
+/// now (see the module docs); `unsaved` instead if the journal fails. `change`, the journal change
+/// the request's graph operation ran in (if any), ends here. Without a journal, `reply` goes out
+/// at once. Synchronous, so that no guard is held across an `.await`.
+fn answer_when_saved(
+    connection: &Connection,
+    shared: &Shared,
+    received: Instant,
+    change: Option<ChangeGuard<'_>>,
+    reply: Response,
+) -> Answering {
+    let Some(journal) = &shared.journal else {
+        return Answering::Now(reply);
     };
-    match journal.wait_written(point).await {
-        Ok(()) => reply,
-        Err(error) => Response::Unsaved {
-            message: error.to_string(),
-        },
+    let point = commit_point(shared);
+    let link = connection.get_ref();
+    link.awaiting(point);
+    let acknowledge = link.acknowledgment(reply);
+    Answering::Saved(match change {
+        Some(change) => change.commit(point, received, acknowledge),
+        None => journal.commit(point, received, acknowledge),
+    })
+}
+
+/// Sends the answer as [`answer_when_saved`] arranged it.
+async fn answer(connection: &Connection, answering: Answering) -> Result<(), FrameError> {
+    match answering {
+        Answering::Now(reply) => {
+            send(connection.get_ref(), &reply).await?;
+        }
+        Answering::Saved(Some(lead)) => {
+            lead.write().await;
+        }
+        Answering::Saved(None) => {}
     }
+    Ok(())
 }
 
 /// What a request handler wants done with the connection afterwards.
@@ -321,7 +369,8 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
     }
     // Every read of this connection goes through its buffer; answers are written through
     // `reader.get_ref()`.
-    let mut reader = FrameReader::with_capacity(stream, MAX_FRAME_BYTES, REQUEST_BUFFER_BYTES);
+    let mut reader =
+        FrameReader::with_capacity(Link::new(stream), MAX_FRAME_BYTES, REQUEST_BUFFER_BYTES);
     let mut stopping = shared.stopping.clone();
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_message::<Hello>());
     let hello: Hello = tokio::select! {
@@ -367,11 +416,28 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
     // never waits for a client that keeps a connection open without using it. One future for the
     // connection's life (not one per request), since it only ever resolves once.
     let mut stop = std::pin::pin!(stopped(&mut stopping));
+    let link = reader.get_ref().clone();
     loop {
-        let read = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            read = reader.read_message() => read,
+        let read = match &shared.journal {
+            // The last answer waits for the journal, whose acknowledgment sends it; this task
+            // waits for it only before it answers anything else (a client that sends before it
+            // reads), or stops.
+            Some(journal) if link.is_awaiting() => tokio::select! {
+                biased;
+                () = &mut stop => {
+                    link.settle(journal).await;
+                    return;
+                }
+                read = reader.read_message() => {
+                    link.settle(journal).await;
+                    read
+                }
+            },
+            _ => tokio::select! {
+                biased;
+                () = &mut stop => return,
+                read = reader.read_message() => read,
+            },
         };
         let request: Request = match read {
             Ok(request) => request,
@@ -400,7 +466,7 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
             }
         };
         tracing::trace!(?request, "request");
-        match handle(request, &mut reader, &shared).await {
+        match handle(request, Instant::now(), &mut reader, &shared).await {
             Ok(Next::Continue) => {}
             Ok(Next::Close) | Err(_) => return,
         }
@@ -408,10 +474,193 @@ async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
 }
 
 /// A connection's reading side; its stream is written through `get_ref()`.
-type Connection = FrameReader<Stream>;
+type Connection = FrameReader<Link>;
 
+/// A connection's stream, shared with the journal acknowledgment that may send its last answer.
+///
+/// An answer that must wait for the journal (see the module docs) is not waited for by the
+/// connection's task: the journal's acknowledgment writes it, on the thread that wrote the batch,
+/// without blocking (whatever does not fit in the socket's buffer is written by a task it starts).
+/// Until it is out the connection writes nothing else, so answers keep their order.
+#[derive(Clone)]
+struct Link(Arc<LinkShared>);
+
+struct LinkShared {
+    stream: Stream,
+    answer: Mutex<Outstanding>,
+    /// Whether `answer` may be anything but [`AnswerState::Sent`]: set by the connection's task
+    /// before it hands an answer to the journal, cleared once the answer is out.
+    awaiting: AtomicBool,
+    /// Signalled (one permit) when the answer is out and the connection's task waits for it.
+    settled: Notify,
+    /// Where the rest of an answer too large for the socket's buffer is written.
+    runtime: tokio::runtime::Handle,
+}
+
+/// The connection's last answer, while the journal has not let it go.
+struct Outstanding {
+    state: AnswerState,
+    /// Whether the connection's task waits for the acknowledgment to finish.
+    waited: bool,
+}
+
+enum AnswerState {
+    /// Out (or there was none): the connection may write.
+    Sent,
+    /// Waiting for the journal to hold every event up to this number.
+    Saving(u64),
+    /// Being written by the acknowledgment (or the task it started for the rest).
+    Sending,
+}
+
+impl Link {
+    fn new(stream: Stream) -> Self {
+        Self(Arc::new(LinkShared {
+            stream,
+            answer: Mutex::new(Outstanding {
+                state: AnswerState::Sent,
+                waited: false,
+            }),
+            awaiting: AtomicBool::new(false),
+            settled: Notify::new(),
+            runtime: tokio::runtime::Handle::current(),
+        }))
+    }
+
+    fn outstanding(&self) -> MutexGuard<'_, Outstanding> {
+        self.0.answer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the last answer may not be out yet.
+    fn is_awaiting(&self) -> bool {
+        self.0.awaiting.load(Ordering::Acquire)
+    }
+
+    /// Notes that the next answer waits for the journal to hold `point`.
+    fn awaiting(&self, point: u64) {
+        let mut outstanding = self.outstanding();
+        outstanding.state = AnswerState::Saving(point);
+        outstanding.waited = false;
+        self.0.awaiting.store(true, Ordering::Release);
+    }
+
+    /// Marks the answer out (with `outstanding`'s lock held).
+    fn sent(&self, outstanding: &mut Outstanding) {
+        outstanding.state = AnswerState::Sent;
+        self.0.awaiting.store(false, Ordering::Release);
+    }
+
+    /// What the journal runs once the answer's commit point is written: sends `reply` (or
+    /// `unsaved`, if the journal failed) without blocking, handing back what does not fit.
+    fn acknowledgment(&self, reply: Response) -> Acknowledgment {
+        let link = self.clone();
+        Box::new(move |saved| {
+            let reply = match saved {
+                Ok(()) => reply,
+                Err(error) => Response::Unsaved {
+                    message: error.to_string(),
+                },
+            };
+            let frame = match encode_answer(&reply) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode an answer");
+                    Vec::new()
+                }
+            };
+            {
+                let mut outstanding = link.outstanding();
+                if !matches!(outstanding.state, AnswerState::Saving(_)) {
+                    return;
+                }
+                outstanding.state = AnswerState::Sending;
+            }
+            let written = write_without_blocking(&link.0.stream, &frame);
+            if written == frame.len() {
+                link.finished();
+            } else {
+                let runtime = link.0.runtime.clone();
+                drop(runtime.spawn(async move {
+                    if let Err(error) = write_all(&link.0.stream, &frame[written..]).await {
+                        // The connection's task meets the closed socket when it reads.
+                        tracing::debug!(%error, "could not send an answer");
+                    }
+                    link.finished();
+                }));
+            }
+        })
+    }
+
+    /// Marks the answer out, and wakes the connection's task if it waits for that.
+    fn finished(&self) {
+        let waited = {
+            let mut outstanding = self.outstanding();
+            self.sent(&mut outstanding);
+            outstanding.waited
+        };
+        if waited {
+            self.0.settled.notify_one();
+        }
+    }
+
+    /// Waits until the last answer is out: writes the journal's batch if nobody else does, then
+    /// waits for the acknowledgment.
+    async fn settle(&self, journal: &JournalHandle) {
+        let mut saved = false;
+        loop {
+            let settled = self.0.settled.notified();
+            let step = {
+                let mut outstanding = self.outstanding();
+                match outstanding.state {
+                    AnswerState::Sent => return,
+                    AnswerState::Saving(point) if !saved => Settle::Save(point),
+                    AnswerState::Saving(_) | AnswerState::Sending => {
+                        outstanding.waited = true;
+                        Settle::Wait
+                    }
+                }
+            };
+            match step {
+                // Writes the batch, or waits for whoever does; the acknowledgment runs then.
+                Settle::Save(point) => {
+                    let _ = journal.wait_written(point).await;
+                    saved = true;
+                }
+                // The acknowledgment is running (or about to): it signals when it is done.
+                Settle::Wait => settled.await,
+            }
+        }
+    }
+}
+
+/// What [`Link::settle`] does next.
+enum Settle {
+    Save(u64),
+    Wait,
+}
+
+impl std::ops::Deref for Link {
+    type Target = Stream;
+    fn deref(&self) -> &Stream {
+        &self.0.stream
+    }
+}
+
+impl tokio::io::AsyncRead for Link {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut stream: &Stream = &self.0.stream;
+        Pin::new(&mut stream).poll_read(context, buffer)
+    }
+}
+
+/// Answers one request, received at `received`.
 async fn handle(
     request: Request,
+    received: Instant,
     connection: &mut Connection,
     shared: &Shared,
 ) -> Result<Next, FrameError> {
@@ -428,45 +677,74 @@ async fn handle(
             },
         },
         Request::Want { unit, dependencies } => {
-            let (wanted, point) = change(shared, |graph| graph.want(&unit, &dependencies));
-            let reply = match wanted {
-                Ok(outcome) => Response::Wanted {
-                    registered: outcome.registered,
-                    added: outcome.added,
-                },
-                Err(error) => Response::Refused { error },
+            let answering = {
+                let change = shared.journal.as_ref().map(JournalHandle::change);
+                let reply = match graph.want(&unit, &dependencies) {
+                    Ok(outcome) => Response::Wanted {
+                        registered: outcome.registered,
+                        added: outcome.added,
+                    },
+                    Err(error) => Response::Refused { error },
+                };
+                answer_when_saved(connection, shared, received, change, reply)
             };
-            durable(shared, reply, point).await
+            answer(connection, answering).await?;
+            return Ok(Next::Continue);
         }
         Request::Start {
             unit,
             timeout_ms,
             claim,
-        } => return serve_start(connection, shared, &unit, timeout_ms, claim.as_deref()).await,
+        } => {
+            let start = Start {
+                unit: &unit,
+                timeout_ms,
+                claim: claim.as_deref(),
+                received,
+            };
+            return serve_start(connection, shared, start).await;
+        }
         Request::Abandon { owner, reason } => {
-            let (failed, point) = change(shared, |graph| {
-                graph.fail_started_by(|claim| claim_owner(claim) == owner, &reason)
-            });
-            durable(shared, Response::Abandoned { failed }, point).await
+            let answering = {
+                let change = shared.journal.as_ref().map(JournalHandle::change);
+                let failed = graph.fail_started_by(|claim| claim_owner(claim) == owner, &reason);
+                answer_when_saved(
+                    connection,
+                    shared,
+                    received,
+                    change,
+                    Response::Abandoned { failed },
+                )
+            };
+            answer(connection, answering).await?;
+            return Ok(Next::Continue);
         }
         Request::Complete { unit } => {
-            let (completed, point) = change(shared, |graph| graph.complete(&unit));
-            let reply = match completed {
-                Ok(()) => Response::Completed,
-                Err(error) => Response::Refused { error },
+            let answering = {
+                let change = shared.journal.as_ref().map(JournalHandle::change);
+                let reply = match graph.complete(&unit) {
+                    Ok(()) => Response::Completed,
+                    Err(error) => Response::Refused { error },
+                };
+                answer_when_saved(connection, shared, received, change, reply)
             };
-            durable(shared, reply, point).await
+            answer(connection, answering).await?;
+            return Ok(Next::Continue);
         }
         Request::Fail { unit, reason } => {
             let reason = reason.unwrap_or_else(|| "failed".to_owned());
-            let (failed, point) = change(shared, |graph| graph.fail(&unit, &reason));
-            let reply = match failed {
-                Ok(outcome) => Response::Failed {
-                    propagated: outcome.propagated,
-                },
-                Err(error) => Response::Refused { error },
+            let answering = {
+                let change = shared.journal.as_ref().map(JournalHandle::change);
+                let reply = match graph.fail(&unit, &reason) {
+                    Ok(outcome) => Response::Failed {
+                        propagated: outcome.propagated,
+                    },
+                    Err(error) => Response::Refused { error },
+                };
+                answer_when_saved(connection, shared, received, change, reply)
             };
-            durable(shared, reply, point).await
+            answer(connection, answering).await?;
+            return Ok(Next::Continue);
         }
         Request::Ready { unit } => match graph.is_ready(&unit) {
             Ok(ready) => Response::Ready { ready },
@@ -481,11 +759,16 @@ async fn handle(
             let wait = graph.wait_for(&unit, until, deadline);
             match until_closed(connection, shared, wait).await? {
                 Some(Ok(WaitOutcome::Reached(state))) => {
-                    durable(shared, Response::Reached { state }, commit_point(shared)).await
+                    let reply = Response::Reached { state };
+                    let answering = answer_when_saved(connection, shared, received, None, reply);
+                    answer(connection, answering).await?;
+                    return Ok(Next::Continue);
                 }
                 Some(Ok(WaitOutcome::Failed(failure))) => {
                     let reply = Response::UnitFailed { failure };
-                    durable(shared, reply, commit_point(shared)).await
+                    let answering = answer_when_saved(connection, shared, received, None, reply);
+                    answer(connection, answering).await?;
+                    return Ok(Next::Continue);
                 }
                 Some(Ok(WaitOutcome::TimedOut(state))) => Response::TimedOut {
                     state,
@@ -556,13 +839,25 @@ async fn until_closed<F: Future>(
     }
 }
 
+/// A `start` request.
+struct Start<'a> {
+    unit: &'a str,
+    timeout_ms: Option<u64>,
+    claim: Option<&'a str>,
+    received: Instant,
+}
+
 async fn serve_start(
     connection: &mut Connection,
     shared: &Shared,
-    unit: &str,
-    timeout_ms: Option<u64>,
-    claim: Option<&str>,
+    request: Start<'_>,
 ) -> Result<Next, FrameError> {
+    let Start {
+        unit,
+        timeout_ms,
+        claim,
+        received,
+    } = request;
     // Only the latest unmet list matters (a few hundred bytes per waiter, where a queue would hold a
     // block of slots: it adds up over 10,000 blocked starts).
     let (progress, mut updates) = watch::channel(None);
@@ -604,11 +899,11 @@ async fn serve_start(
     };
     // A timed-out start changed nothing; any other answer may rest on a change (its own start, or
     // the failure it reports), which must be saved before anyone acts on it.
-    let reply = match reply {
-        timed_out @ Response::TimedOut { .. } => timed_out,
-        reply => durable(shared, reply, commit_point(shared)).await,
+    let answering = match reply {
+        timed_out @ Response::TimedOut { .. } => Answering::Now(timed_out),
+        reply => answer_when_saved(connection, shared, received, None, reply),
     };
-    send(connection.get_ref(), &reply).await?;
+    answer(connection, answering).await?;
     Ok(Next::Continue)
 }
 

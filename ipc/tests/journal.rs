@@ -8,11 +8,16 @@
 //! - refusals: a file that is not a unitsync journal, or of another version, is refused and left
 //!   untouched; `fresh` discards whatever is there; a missing file is an empty journal;
 //! - the writer: records published out of order are written in number order, tombstones fill gaps,
-//!   nothing is written past a commit point, a commit is one frame that a cut leaves whole or drops
-//!   whole, `wait_written` resolves only once the bytes are in the file, and errors once the writer
-//!   is gone; many tasks on two threads committing at once (group commit by a leading wait) each
-//!   find their records in the file when acknowledged; a wait dropped while it leads gives the lead
-//!   back; the graph going away writes every record that arrived without a gap;
+//!   a change in progress holds back every batch past its first record, a change is one frame that
+//!   a cut leaves whole or drops whole, `wait_written` resolves only once the bytes are in the
+//!   file, and errors once the writer is gone; many tasks on two threads committing at once (group
+//!   commit by a leading wait) each find their records in the file when acknowledged; a wait
+//!   dropped while it leads gives the lead back; the graph going away writes every record that
+//!   arrived without a gap;
+//! - acknowledgments (`commit`): run only once their records are in the file, at once if they
+//!   already are, oldest request first, by a task the journal starts if the missing record arrives
+//!   with nobody waiting, with the error if the records never will be written; interleaved
+//!   two-record changes committed from two threads are never split across frames;
 //! - end to end: a graph journaled, reopened and restored is the same graph, and numbering and
 //!   appending continue after the restored events.
 
@@ -20,9 +25,10 @@ use proptest::prelude::*;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use unitsync_core::{Event, EventKind, EventSink, Graph, UnitName, UnitSnapshot};
 use unitsync_ipc::journal::{
     self, decode, encode_header, encode_record, DecodeProblemKind, JournalError, JournalRecord,
@@ -486,12 +492,10 @@ async fn the_writer_writes_out_of_order_records_in_number_order_once_the_gap_fil
         sink.record(2, None); // a tombstone fills the gap
         waiting.await.unwrap();
     }
-    // Written through the commit point, not beyond: 4 waits for a commit that covers it.
-    assert_eq!(seqs_in(&scratch.path), vec![1, 3]);
-    assert_eq!(handle.written(), 3);
-    handle.wait_written(4).await.unwrap();
+    // Written through the furthest safe cut: 4 too, a change of its own (no guard marks a change).
     assert_eq!(seqs_in(&scratch.path), vec![1, 3, 4]);
     assert_eq!(handle.written(), 4);
+    handle.wait_written(4).await.unwrap();
     handle.wait_written(0).await.unwrap();
 }
 
@@ -501,7 +505,8 @@ async fn a_commit_is_one_frame_read_all_or_nothing() {
     let opened = journal::open(&scratch.path, false).unwrap();
     let (sink, handle) = opened.writer.start(false);
     // One change of three events (say a `want` and its two edges), published out of order, and
-    // committed only as a whole.
+    // written only as a whole.
+    let change = handle.change();
     sink.record(3, Some(&event(3, "c")));
     sink.record(1, Some(&event(1, "a")));
     {
@@ -511,6 +516,11 @@ async fn a_commit_is_one_frame_read_all_or_nothing() {
         let mut covered = pin!(handle.wait_covered(1));
         assert!(poll_once(covered.as_mut()).is_pending());
         sink.record(2, Some(&event(2, "b")));
+        // Every number is there, but the change is still in progress: nothing is written.
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        assert!(poll_once(covered.as_mut()).is_pending());
+        assert_eq!(seqs_in(&scratch.path), Vec::<u64>::new());
+        drop(change);
         waiting.await.unwrap();
         covered.await.unwrap();
     }
@@ -660,7 +670,7 @@ async fn the_graph_going_away_writes_what_arrived_without_a_gap() {
     sink.record(2, Some(&event(2, "b")));
     sink.record(4, Some(&event(4, "d")));
     handle.wait_written(1).await.unwrap();
-    assert_eq!(seqs_in(&scratch.path), vec![1]);
+    assert_eq!(seqs_in(&scratch.path), vec![1, 2]);
     {
         // A reader waiting for 4, which 3 never arrives for.
         let mut covered = pin!(handle.wait_covered(4));
@@ -671,6 +681,221 @@ async fn the_graph_going_away_writes_what_arrived_without_a_gap() {
     }
     assert_eq!(seqs_in(&scratch.path), vec![1, 2]);
     handle.wait_written(2).await.unwrap();
+}
+
+// ---- changes and acknowledgments ----
+
+/// What an acknowledgment saw: the numbers in the file when it ran, or the error it got.
+type Seen = Result<Vec<u64>, String>;
+
+/// An acknowledgment that reports, on the returned channel, what the file held when it ran.
+fn acknowledge_to(path: &Path) -> (journal::Acknowledgment, oneshot::Receiver<Seen>) {
+    let (report, seen) = oneshot::channel();
+    let path = path.to_owned();
+    let acknowledge: journal::Acknowledgment = Box::new(move |saved| {
+        let _ = report.send(
+            saved
+                .map(|()| seqs_in(&path))
+                .map_err(|error| error.to_string()),
+        );
+    });
+    (acknowledge, seen)
+}
+
+#[tokio::test]
+async fn an_acknowledgment_runs_once_its_commit_is_in_the_file() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    sink.record(2, Some(&event(2, "b")));
+    let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
+    let lead = handle
+        .commit(2, Instant::now(), acknowledge)
+        .expect("nobody writes: the commit leads");
+    assert!(seen.try_recv().is_err(), "acknowledged before the write");
+    assert!(lead.write().await);
+    assert_eq!(seen.await.unwrap(), Ok(vec![1, 2]));
+    // A number already written is acknowledged at once, and leads nothing.
+    let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
+    assert!(handle.commit(1, Instant::now(), acknowledge).is_none());
+    assert_eq!(seen.try_recv().unwrap(), Ok(vec![1, 2]));
+}
+
+#[tokio::test]
+async fn acknowledgments_due_together_run_oldest_request_first() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    sink.record(2, Some(&event(2, "b")));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let note = |label: &'static str| -> journal::Acknowledgment {
+        let order = Arc::clone(&order);
+        Box::new(move |saved| {
+            saved.unwrap();
+            order.lock().unwrap().push(label);
+        })
+    };
+    let early = Instant::now();
+    let late = early + Duration::from_millis(1);
+    // The request that arrived last commits first and leads; the one that waited longer is
+    // answered first all the same.
+    let lead = handle.commit(1, late, note("late")).unwrap();
+    assert!(handle.commit(2, early, note("early")).is_none());
+    assert!(lead.write().await);
+    assert_eq!(*order.lock().unwrap(), vec!["early", "late"]);
+}
+
+#[tokio::test]
+async fn a_commit_waiting_for_a_missing_record_is_written_when_it_arrives() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    sink.record(3, Some(&event(3, "c")));
+    let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
+    assert!(
+        handle.commit(3, Instant::now(), acknowledge).is_none(),
+        "2 has not arrived: nothing to write yet"
+    );
+    assert!(seen.try_recv().is_err());
+    // Nobody waits: the arrival itself gets the batch written (by a task on this runtime).
+    sink.record(2, None);
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .expect("written although nobody waited");
+    assert_eq!(seen.unwrap(), Ok(vec![1, 3]));
+}
+
+#[tokio::test]
+async fn a_change_in_progress_holds_back_every_batch_after_its_first_record() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    let change = handle.change();
+    sink.record(2, Some(&event(2, "b")));
+    // A record made on another thread belongs to no change: one of its own.
+    std::thread::scope(|threads| {
+        threads.spawn(|| sink.record(3, Some(&event(3, "c"))));
+    });
+    {
+        // Everything up to 3 has arrived, but a batch may end only before the change (at 1), which
+        // covers no commit: nothing is written.
+        let mut waiting = pin!(handle.wait_written(3));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        assert_eq!(seqs_in(&scratch.path), Vec::<u64>::new());
+        assert_eq!(handle.written(), 0);
+        sink.record(4, Some(&event(4, "d")));
+        let (acknowledge, seen) = acknowledge_to(&scratch.path);
+        // Ending the change and committing is one step; nothing can be missing any more.
+        let lead = change.commit(4, Instant::now(), acknowledge);
+        if let Some(lead) = lead {
+            lead.write().await;
+        }
+        waiting.await.unwrap();
+        assert_eq!(seen.await.unwrap(), Ok(vec![1, 2, 3, 4]));
+    }
+    // 2 and 4 are one change: in one frame, which also holds 3 (it fell inside the change).
+    let bytes = std::fs::read(&scratch.path).unwrap();
+    assert_eq!(frame_starts(&bytes).len(), 2, "the header and one batch");
+}
+
+#[tokio::test]
+async fn acknowledgments_get_the_error_when_their_records_never_will_be_written() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
+    assert!(handle.commit(2, Instant::now(), acknowledge).is_none());
+    assert!(seen.try_recv().is_err());
+    drop(sink); // the graph went away before 2 arrived
+    let error = seen.await.unwrap().unwrap_err();
+    assert!(error.contains("stopped"), "{error}");
+    assert_eq!(seqs_in(&scratch.path), vec![1]);
+    // Later commits are told at once.
+    let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
+    assert!(handle.commit(3, Instant::now(), acknowledge).is_none());
+    assert!(seen.try_recv().unwrap().is_err());
+}
+
+/// Tasks on two threads make two-record changes at once, each taking its numbers one at a time so
+/// that changes interleave (one change can hold 5 and 7 while another holds 6 and 8), and commit
+/// them with acknowledgments: each is acknowledged only once both records are in the file, and no
+/// frame ends inside a change, so a crash keeps both records of a change or neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_changes_are_never_split_across_frames() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    let next = Arc::new(AtomicU64::new(1));
+    let mut joins = Vec::new();
+    for task in 0..8 {
+        let (sink, handle, next) = (sink.clone(), handle.clone(), Arc::clone(&next));
+        joins.push(tokio::spawn(async move {
+            let mut changes = Vec::new();
+            for round in 0..300 {
+                let (first, second, lead, seen) = {
+                    let change = handle.change();
+                    let first = next.fetch_add(1, Ordering::SeqCst);
+                    sink.record(first, Some(&event(first, &format!("t{task}r{round}a"))));
+                    let second = next.fetch_add(1, Ordering::SeqCst);
+                    sink.record(second, Some(&event(second, &format!("t{task}r{round}b"))));
+                    let (report, seen) = oneshot::channel();
+                    let acknowledge: journal::Acknowledgment = Box::new(move |saved| {
+                        let _ = report.send(saved.map_err(|error| error.to_string()));
+                    });
+                    let lead = change.commit(second, Instant::now(), acknowledge);
+                    (first, second, lead, seen)
+                };
+                if let Some(lead) = lead {
+                    lead.write().await;
+                }
+                seen.await.unwrap().unwrap();
+                assert!(
+                    handle.written() >= second,
+                    "{second} acknowledged, not written"
+                );
+                changes.push((first, second));
+            }
+            changes
+        }));
+    }
+    let mut changes = Vec::new();
+    for join in joins {
+        changes.extend(join.await.unwrap());
+    }
+    let bytes = std::fs::read(&scratch.path).unwrap();
+    let decoded = decode(&bytes);
+    assert_eq!(decoded.problem, None);
+    assert_eq!(decoded.records.len(), changes.len() * 2);
+    // The frame of every number.
+    let starts = frame_starts(&bytes);
+    let mut frame_of = std::collections::HashMap::new();
+    for (frame, window) in starts
+        .windows(2)
+        .chain([[starts[starts.len() - 1], bytes.len()].as_slice()])
+        .enumerate()
+    {
+        let seqs: Vec<u64> =
+            decode(&[encode_header(), bytes[window[0]..window[1]].to_vec()].concat())
+                .records
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+        for seq in seqs {
+            frame_of.insert(seq, frame);
+        }
+    }
+    let split: Vec<_> = changes
+        .iter()
+        .filter(|(first, second)| frame_of[first] != frame_of[second])
+        .collect();
+    assert!(split.is_empty(), "changes split across frames: {split:?}");
+    assert!(starts.len() > 2, "at least two batches");
 }
 
 // ---- end to end ----
