@@ -647,6 +647,45 @@ impl std::ops::Deref for Link {
 }
 
 impl tokio::io::AsyncRead for Link {
+    /// Reads the way tokio reads an owned socket: only once it is known to be readable, and a
+    /// read that leaves room in the buffer counts as draining it (the next read waits for the next
+    /// readiness event instead of trying `recv` first). Through interprocess's `&Stream` every
+    /// request would cost one more `recv`, returning `EAGAIN`.
+    #[cfg(unix)]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use std::io::ErrorKind;
+        let Stream::UdSocket(socket) = &self.0.stream;
+        let socket = socket.inner();
+        loop {
+            std::task::ready!(socket.poll_read_ready(context))?;
+            let room = buffer.remaining();
+            let mut read = 0;
+            // `try_io` clears the readiness it saw when its closure says `WouldBlock`: said after a
+            // short read (its length kept in `read`), that marks the socket drained, as tokio does.
+            let outcome = socket.try_io(tokio::io::Interest::READABLE, || {
+                read = socket.try_read(buffer.initialize_unfilled())?;
+                if read > 0 && read < room {
+                    Err(ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match outcome {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock && read > 0 => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => continue,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+            buffer.advance(read);
+            return Poll::Ready(Ok(()));
+        }
+    }
+
+    #[cfg(not(unix))]
     fn poll_read(
         self: Pin<&mut Self>,
         context: &mut Context<'_>,
