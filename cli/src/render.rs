@@ -62,8 +62,12 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// The time `unix_ms` after the epoch, capped at the last millisecond of the year 9999: RFC 3339
+/// (and `humantime`, which panics when asked to format a later time) ends there, and a damaged
+/// journal or a hostile agent may send anything.
 fn system_time(unix_ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(unix_ms)
+    const LAST_MS_OF_9999: u64 = 253_402_300_799_999;
+    UNIX_EPOCH + Duration::from_millis(unix_ms.min(LAST_MS_OF_9999))
 }
 
 /// `2026-11-25T13:30:00.123Z`.
@@ -188,4 +192,16 @@ pub fn event(event: &EventInfo) {
         EventKind::Failed { unit, reason, .. } => format!("failed      {unit}: {reason}"),
     };
     outln!("{time}  #{:<6} {line}", event.seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn a_timestamp_past_the_year_9999_is_shown_as_its_last_millisecond() {
+        assert_eq!(timestamp(Some(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(Some(u64::MAX)), "9999-12-31T23:59:59.999Z");
+        assert_eq!(timestamp(None), "-");
+    }
 }

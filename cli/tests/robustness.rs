@@ -150,6 +150,45 @@ fn unknown_and_malformed_requests_are_answered_and_the_connection_goes_on() {
 }
 
 #[test]
+fn a_timeout_too_long_to_represent_waits_without_one() {
+    let agent = Agent::start();
+    let mut control = agent.raw();
+    control.hello();
+    let wanted =
+        control.request(&json!({ "request": "want", "unit": "late", "dependencies": ["dep"] }));
+    assert_eq!(wanted["response"], "wanted", "{wanted}");
+    // u64::MAX milliseconds from now is past what `Instant` holds on some platforms: the request
+    // must wait with no deadline (not time out at once, not panic), until the unit may start.
+    let mut starter = agent.raw();
+    starter.hello();
+    starter
+        .send(&json!({ "request": "start", "unit": "late", "timeout_ms": u64::MAX }))
+        .unwrap();
+    let blocked = starter.recv().expect("a blocked report");
+    assert_eq!(blocked["response"], "blocked", "{blocked}");
+    let mut waiter = agent.raw();
+    waiter.hello();
+    waiter
+        .send(&json!({ "request": "wait", "unit": "late", "until": "started", "timeout_ms": u64::MAX }))
+        .unwrap();
+    agent.wait_for_waiters(2);
+    for request in [
+        json!({ "request": "start", "unit": "dep" }),
+        json!({ "request": "complete", "unit": "dep" }),
+    ] {
+        let reply = control.request(&request);
+        assert!(reply["response"] != "error", "{request} -> {reply}");
+    }
+    // The start reports each change of its unmet list before it starts.
+    let started = std::iter::from_fn(|| starter.recv())
+        .find(|reply| reply["response"] != "blocked")
+        .expect("an answer");
+    assert_eq!(started["response"], "started", "{started}");
+    assert_eq!(waiter.recv().expect("reached")["response"], "reached");
+    assert_alive(&agent, "after-huge-timeout");
+}
+
+#[test]
 fn silent_and_half_finished_clients_do_not_hold_anyone_up() {
     let agent = Agent::start();
     // Connects and says nothing.

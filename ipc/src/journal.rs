@@ -65,14 +65,18 @@
 //! that became due and wakes every waiter; if more became writable meanwhile it writes that too. A
 //! wait that finds a leader writing sleeps until woken, and a commit simply returns. So concurrent
 //! requests share one write and one sync, and only one leader writes at a time, in number order. A
-//! batch of up to 256 KiB without `sync` is written by the leader on its own thread (a page-cache
-//! write of a few microseconds, cheaper than a hand-off); larger batches and synced ones are
+//! leader's first batch of up to 256 KiB without `sync` is written on its own thread (a page-cache
+//! write of a few microseconds, cheaper than a hand-off); a larger first batch and synced ones are
 //! written on tokio's blocking pool, which publishes the batch itself (so it completes even if the
 //! leading future is dropped; a batch dropped unwritten, say by a runtime shutting down, stops the
-//! journal). When a batch becomes writable with nobody to lead it — a record that fills a gap
-//! arrives, or a change ends, with no commit right after, or a lead is dropped unused — the waiters
-//! are woken, and if acknowledgments are pending the journal claims the lead for them and hands it
-//! to a new task on the current tokio runtime.
+//! journal). Batches that became writable meanwhile follow on the same thread, whatever their
+//! size. When a batch becomes writable with nobody to lead it — a record that fills a gap arrives,
+//! or a change ends, with no commit right after, or a lead is dropped unused — the waiters are
+//! woken, and if acknowledgments are pending the journal spawns a *rescue* task on the current
+//! tokio runtime that takes the lead (or, if the journal stopped, gives them the error). No
+//! progress bound: changes that keep overlapping on different threads, each starting before the
+//! last ended, would hold every batch back; each change is a few microseconds of synchronous
+//! work, and the agent has as many in progress as it has worker threads.
 //!
 //! When the last clone of the sink is dropped (the graph is gone, so no change is in progress)
 //! every record that arrived without a gap is written, on the dropping thread or by the leader
@@ -772,8 +776,8 @@ struct State {
     /// The first and last number of each ended change of several numbers that is not taken yet:
     /// no batch may end inside one (`first <= through < last`).
     spans: Vec<(u64, u64)>,
-    /// Whether a wait leads: it has claimed the lead and is about to take a batch, or its batch
-    /// (numbers `written + 1 ..= taken`) is being written.
+    /// Whether someone holds the lead (a wait, a commit, or a rescue task; see [`Lead`]): it is
+    /// about to take a batch, or its batch (numbers `written + 1 ..= taken`) is being written.
     leading: bool,
     /// Whether a clone of the sink (the graph) is still alive.
     graph_open: bool,
@@ -785,6 +789,8 @@ struct State {
     buffer: Vec<u8>,
     /// What runs once its commit point is written (see [`JournalHandle::commit`]).
     acks: Acknowledgments,
+    /// Whether a rescue task (see [`Inner::kick`]) is spawned and has not run yet.
+    rescuing: bool,
 }
 
 /// What [`JournalHandle::commit`] runs once its number is written (`Ok`), or once it never will be
@@ -934,15 +940,12 @@ impl State {
         (self.stopped || !(self.graph_open || self.leading)).then_some(Stop::Ended)
     }
 
-    /// Takes the acknowledgments that are due: those whose number is written, and every one if
-    /// the journal has stopped. The caller runs them once the lock is released.
+    /// Takes the acknowledgments that are due: those whose number is written, and, if the journal
+    /// has stopped, every other one (with the error). The caller runs them once the lock is
+    /// released.
     fn due(&mut self) -> Due {
         let mut due = Due::default();
         if self.acks.0.is_empty() {
-            return due;
-        }
-        if let Some(stop) = self.stopped_by() {
-            due.failed = Some((std::mem::take(&mut self.acks.0), stop));
             return due;
         }
         let written = self.written;
@@ -953,6 +956,11 @@ impl State {
                 due.saved.push((since, ack));
             } else {
                 i += 1;
+            }
+        }
+        if !self.acks.0.is_empty() {
+            if let Some(stop) = self.stopped_by() {
+                due.failed = Some((std::mem::take(&mut self.acks.0), stop));
             }
         }
         due
@@ -1043,25 +1051,32 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Called when a batch may have become writable with nobody writing it (or the journal
-    /// stopped): wakes every waiter, one of which leads; and if acknowledgments are pending, which
-    /// nobody waits for, claims the lead for them and hands it to a new task on the current tokio
-    /// runtime. Rare: a commit that finds its batch writable leads it itself; this is for records
-    /// that arrive, or changes that end, without a commit right after. Outside a runtime the lead
-    /// is left for the next commit or wait.
+    /// Called when a batch may have become writable with nobody writing it, or the journal
+    /// stopped: wakes every waiter, one of which leads; and if acknowledgments are pending, which
+    /// nobody waits for, starts a *rescue* task on the current tokio runtime that writes the batch
+    /// (or, if the journal stopped, runs the acknowledgments with the error). Rare: a commit that
+    /// finds its batch writable leads it itself; this is for records that arrive, or changes that
+    /// end, without a commit right after, for a lead dropped unused, and for an encoding failure.
+    /// At most one rescue task is pending at a time. Outside a runtime (or on one shutting down,
+    /// which drops the task unrun) the acknowledgments wait for the next commit or wait.
     fn kick(self: &Arc<Self>) {
         self.wake.notify_waiters();
-        let lead = {
+        {
             let mut state = self.lock();
-            !state.acks.0.is_empty() && state.claim_lead()
-        };
-        if !lead {
-            return;
+            let needed = !state.acks.0.is_empty()
+                && !state.rescuing
+                && (state.stopped_by().is_some() || (!state.leading && state.writable().is_some()));
+            if !needed {
+                return;
+            }
+            state.rescuing = true;
         }
-        let lead = Lead::claimed(self);
+        let rescue = Rescue {
+            inner: Arc::clone(self),
+        };
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(lead.write())),
-            Err(_) => lead.give_back(),
+            Ok(runtime) => drop(runtime.spawn(rescue.run())),
+            Err(_) => drop(rescue),
         }
     }
 
@@ -1081,9 +1096,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Publishes a written batch (or the error that stopped the journal) and wakes every waiter.
-    /// Returns the leader's next batch if the graph went away meanwhile (the tail it leaves is
-    /// written by the leader it finds); otherwise gives up the lead.
+    /// Publishes a written batch (or the error that stopped the journal), runs the acknowledgments
+    /// it made due and wakes every waiter. Returns the next batch, keeping the lead, if one became
+    /// writable meanwhile (written at once, on the same thread, whatever its size); otherwise gives
+    /// up the lead.
     fn complete(&self, mut work: Work, result: Result<(), String>) -> Option<Work> {
         let due;
         let next = {
@@ -1205,8 +1221,8 @@ impl EventSink for JournalSink {
                             "journal: journaling has stopped and changes from now on are not saved"
                         );
                         inner.lock().failure.get_or_insert_with(|| Arc::from(error));
-                        // Pending acknowledgments are failed by the waits this wakes (not here,
-                        // inside a graph operation).
+                        // Pending acknowledgments get the error from the waits this wakes or the
+                        // rescue task it starts (not here, inside a graph operation).
                         inner.kick();
                         return;
                     }
@@ -1280,7 +1296,8 @@ impl JournalHandle {
     /// thread while the guard lives (the guard cannot cross an `.await` of a `Send` future).
     /// A guard taken while another of the same journal lives on this thread adds nothing (its
     /// records belong to the outer change); records made outside any guard are each a change of
-    /// their own.
+    /// their own. Guards of different journals on one thread must end in the reverse order of
+    /// their start (as scopes end them).
     pub fn change(&self) -> ChangeGuard<'_> {
         let journal = Arc::as_ptr(&self.inner) as usize;
         let current = CHANGE.get();
@@ -1307,11 +1324,9 @@ impl JournalHandle {
     /// if the journal stopped first, by a write error or because the graph went away: never a false
     /// acknowledgment. `seq` 0 resolves at once.
     ///
-    /// `seq` becomes a *commit point*: the records up to it are written together, in one frame that
-    /// a crash leaves whole or not at all. So `seq` must not fall inside a change that spans several
-    /// numbers (a `want` and its edges, a `fail` and its propagation): pass
-    /// `graph.next_event_seq() - 1` read while no such change is half-done (the agent reads it under
-    /// the lock its multi-event changes take).
+    /// `seq` becomes a *commit point*; the batch that covers it ends at a safe cut at or after it
+    /// (see the module docs), so any number will do: the agent passes `graph.next_event_seq() - 1`
+    /// read when its request's operation returned.
     pub async fn wait_written(&self, seq: u64) -> Result<(), JournalError> {
         self.wait(seq, true).await
     }
@@ -1447,7 +1462,12 @@ impl ChangeGuard<'_> {
     /// (`None` for a nested guard, or one already ended).
     fn end_mark(&mut self) -> Option<ChangeMark> {
         let outer = self.outer.take()?;
-        CHANGE.replace(outer).filter(|mark| mark.first != u64::MAX)
+        let mark = CHANGE.replace(outer);
+        debug_assert!(
+            mark.is_some_and(|mark| mark.journal == Arc::as_ptr(self.inner) as usize),
+            "change guards of two journals ended out of order on one thread"
+        );
+        mark.filter(|mark| mark.first != u64::MAX)
     }
 }
 
@@ -1516,12 +1536,34 @@ impl Lead {
     }
 }
 
-impl Lead {
-    /// Gives the lead back unused and wakes the waiters (only they: see [`Inner::kick`]).
-    fn give_back(mut self) {
-        self.held = false;
-        self.inner.lock().leading = false;
-        self.inner.wake.notify_waiters();
+/// The task [`Inner::kick`] starts for pending acknowledgments nobody waits for. It claims the lead
+/// only when it runs, so dropping it unrun (a runtime shutting down) starts nothing new: it only
+/// lets the next kick start another.
+struct Rescue {
+    inner: Arc<Inner>,
+}
+
+impl Rescue {
+    async fn run(self) {
+        let (lead, due) = {
+            let mut state = self.inner.lock();
+            state.rescuing = false;
+            if state.stopped_by().is_some() {
+                (false, state.due())
+            } else {
+                (state.claim_lead(), Due::default())
+            }
+        };
+        due.run(&self.inner.path);
+        if lead {
+            Lead::claimed(&self.inner).write().await;
+        }
+    }
+}
+
+impl Drop for Rescue {
+    fn drop(&mut self) {
+        self.inner.lock().rescuing = false;
     }
 }
 
@@ -1545,9 +1587,10 @@ impl JournalWriter {
         self.next_seq
     }
 
-    /// Starts journaling: returns the graph's sink and the requests' handle. No task is spawned;
-    /// the waits write (a batch too large to write inline, or one that must be synced, goes to
-    /// tokio's blocking pool, so waits must run on a tokio runtime). With `sync`, each batch is
+    /// Starts journaling: returns the graph's sink and the requests' handle. No task runs in
+    /// between: the waits and commits write (a batch too large to write inline, or one that must be
+    /// synced, goes to tokio's blocking pool, and pending acknowledgments nobody waits for are
+    /// written by a task spawned then, so waits and commits must run on a tokio runtime). With `sync`, each batch is
     /// `fdatasync`ed before it is acknowledged. When every clone of the sink is dropped, every
     /// record that arrived without a gap is written (on the dropping thread, or by the leader
     /// writing then), and later waits for numbers beyond it get [`JournalError::Stopped`].
@@ -1572,6 +1615,7 @@ impl JournalWriter {
                 stopped: false,
                 buffer: Vec::new(),
                 acks: Acknowledgments::default(),
+                rescuing: false,
             }),
             wake: Notify::new(),
         });
@@ -1639,8 +1683,8 @@ fn encode_frames(
     }
     let mut rest = records;
     while !rest.is_empty() {
-        // The longest prefix that fits in one frame, and the longest that also ends at a commit
-        // point (or at the end). A frame's size only grows with its records.
+        // The longest prefix that fits in one frame, and the longest that also ends outside every
+        // span (or at the end). A frame's size only grows with its records.
         let mut json = 0;
         let mut fitting = 0;
         let mut whole = 0;

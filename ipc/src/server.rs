@@ -2,8 +2,9 @@
 //!
 //! Each connection is its own task; whatever goes wrong on it (bad frame, unknown request, a peer
 //! that vanishes) is logged and ends that connection only. A connection reads only through its
-//! [`FrameReader`] (one `read` normally brings a whole request) and writes each answer as one frame
-//! with one `write_all`. Blocking requests are served by the graph's own async waits, raced against
+//! [`FrameReader`] (one `read` normally brings a whole request) and writes each answer as one frame:
+//! with one `write_all`, or, for an answer that waited for the journal, with one non-blocking write
+//! by whoever wrote the journal (see "Durability"). Blocking requests are served by the graph's own async waits, raced against
 //! the client's side of the socket ([`FrameReader::peer_activity`]): if the client goes away
 //! mid-wait the wait future is dropped, which frees its waiter and leaves the unit as it was.
 //! Nothing polls: a blocked `start` is answered the moment the graph wakes it.
@@ -274,7 +275,7 @@ async fn write_all(stream: &Stream, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes as much of `bytes` as `stream` takes without blocking; returns how much that was (less
-/// than all on a full socket buffer or an error, which the connection's own write then meets).
+/// than all on a full socket buffer, or on an error, which the write of the rest then meets).
 fn write_without_blocking(stream: &Stream, bytes: &[u8]) -> usize {
     use tokio::io::AsyncWrite;
     let mut context = Context::from_waker(Waker::noop());
@@ -561,13 +562,13 @@ impl Link {
                     message: error.to_string(),
                 },
             };
-            let frame = match encode_answer(&reply) {
-                Ok(frame) => frame,
-                Err(error) => {
-                    tracing::error!(%error, "cannot encode an answer");
-                    Vec::new()
-                }
-            };
+            let frame = encode_answer(&reply).unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot encode an answer");
+                let refusal = Response::Error {
+                    message: format!("the agent could not encode its answer: {error}"),
+                };
+                encode_answer(&refusal).unwrap_or_default()
+            });
             {
                 let mut outstanding = link.outstanding();
                 if !matches!(outstanding.state, AnswerState::Saving(_)) {
@@ -849,8 +850,9 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
+/// The deadline `timeout_ms` from now; none for a timeout too long to represent (it never comes).
 fn deadline_after(timeout_ms: Option<u64>) -> Option<Instant> {
-    timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
+    timeout_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)))
 }
 
 /// Runs `work` while watching the client: returns `None` if the client hung up (or broke protocol
@@ -936,12 +938,9 @@ async fn serve_start(
         },
         Err(error) => Response::Refused { error },
     };
-    // A timed-out start changed nothing; any other answer may rest on a change (its own start, or
-    // the failure it reports), which must be saved before anyone acts on it.
-    let answering = match reply {
-        timed_out @ Response::TimedOut { .. } => Answering::Now(timed_out),
-        reply => answer_when_saved(connection, shared, received, None, reply),
-    };
+    // Every answer may rest on a change (its own start, the failure it reports, or a timed-out
+    // start's registration of a new unit), which must be saved before anyone acts on it.
+    let answering = answer_when_saved(connection, shared, received, None, reply);
     answer(connection, answering).await?;
     Ok(Next::Continue)
 }

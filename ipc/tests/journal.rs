@@ -821,6 +821,52 @@ async fn acknowledgments_get_the_error_when_their_records_never_will_be_written(
     assert!(seen.try_recv().unwrap().is_err());
 }
 
+#[test]
+fn a_lead_dropped_with_its_runtime_leaves_the_acknowledgment_to_the_next_writer() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let lead = runtime
+        .block_on(async { handle.commit(1, Instant::now(), acknowledge) })
+        .expect("the commit leads");
+    // A task that holds the lead and never writes, dropped with its runtime: the lead's drop asks
+    // for a rescue on a runtime that can no longer run one (this once recursed until the stack
+    // overflowed).
+    drop(runtime.spawn(async move {
+        let _held = lead;
+        std::future::pending::<()>().await
+    }));
+    drop(runtime);
+    assert!(seen.try_recv().is_err(), "not written, so not acknowledged");
+    // The next writer writes it, and the acknowledgment is told it is saved.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(handle.wait_written(1)).unwrap();
+    assert_eq!(seen.try_recv().unwrap(), Ok(vec![1]));
+}
+
+#[test]
+fn an_acknowledgment_written_with_the_graph_s_last_records_is_told_they_are_saved() {
+    let scratch = scratch();
+    let opened = journal::open(&scratch.path, false).unwrap();
+    let (sink, handle) = opened.writer.start(false);
+    sink.record(1, Some(&event(1, "a")));
+    let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
+    // Outside any runtime: the lead is given back unused, and no task can be started.
+    drop(handle.commit(1, Instant::now(), acknowledge));
+    assert!(seen.try_recv().is_err());
+    // The graph goes away: its last records are written, and the journal stops after them; the
+    // acknowledgment they cover is "saved", not "stopped".
+    drop(sink);
+    assert_eq!(seen.try_recv().unwrap(), Ok(vec![1]));
+}
+
 /// Tasks on two threads make two-record changes at once, each taking its numbers one at a time so
 /// that changes interleave (one change can hold 5 and 7 while another holds 6 and 8), and commit
 /// them with acknowledgments: each is acknowledged only once both records are in the file, and no
