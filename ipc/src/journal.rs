@@ -283,65 +283,54 @@ pub enum JournalError {
 
 // ---- the format ----
 
-fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let length = u32::try_from(payload.len()).expect("payloads are bounded by MAX_RECORD_BYTES");
-    out.extend_from_slice(&length.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
 /// The header frame every journal starts with.
 pub fn encode_header() -> Vec<u8> {
     let header = Header {
         journal: JOURNAL_MAGIC.to_owned(),
         version: JOURNAL_VERSION,
     };
+    let payload = serde_json::to_vec(&header).expect("the header serialises");
     let mut out = Vec::new();
-    frame(
-        &serde_json::to_vec(&header).expect("the header serialises"),
-        &mut out,
-    );
+    push_frame(&[(0, payload)], &mut out);
     out
 }
 
 /// Appends one frame holding every one of `records` (in order) to `out`: a *batch*, which
-/// [`decode`] reads all or nothing (a single record is written as [`encode_record`] writes it). Fails
-/// for an empty batch, or one over [`MAX_RECORD_BYTES`], which `decode` would refuse.
+/// [`decode`] reads all or nothing; one record is framed alone, as the writer frames a batch of
+/// one. The same bytes the journal's writer produces for these records (both build frames with
+/// one routine). Fails for an empty batch, or one over
+/// [`MAX_RECORD_BYTES`], which `decode` would refuse.
 pub fn encode_batch(records: &[JournalRecord], out: &mut Vec<u8>) -> Result<(), String> {
-    match records {
-        [] => Err("an empty batch".to_owned()),
-        [record] => encode_record(record, out),
-        records => {
-            let payload = serde_json::to_vec(records).map_err(|e| e.to_string())?;
-            if payload.len() > MAX_RECORD_BYTES {
-                return Err(format!(
-                    "a batch of {} events ({} to {}) encodes to {} bytes, over the limit of \
-                     {MAX_RECORD_BYTES}",
-                    records.len(),
-                    records[0].seq,
-                    records[records.len() - 1].seq,
-                    payload.len()
-                ));
-            }
-            frame(&payload, out);
-            Ok(())
-        }
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Err("an empty batch".to_owned());
+    };
+    let encoded = records
+        .iter()
+        .map(|record| Ok((record.seq, serde_json::to_vec(record)?)))
+        .collect::<serde_json::Result<Vec<Encoded>>>()
+        .map_err(|error| error.to_string())?;
+    let length = payload_len(&encoded);
+    if length > MAX_RECORD_BYTES {
+        return Err(match records.len() {
+            1 => format!(
+                "event {} encodes to {length} bytes, over the limit of {MAX_RECORD_BYTES}",
+                first.seq
+            ),
+            count => format!(
+                "a batch of {count} events ({} to {}) encodes to {length} bytes, over the limit \
+                 of {MAX_RECORD_BYTES}",
+                first.seq, last.seq
+            ),
+        });
     }
+    push_frame(&encoded, out);
+    Ok(())
 }
 
 /// Appends `record`'s frame to `out`. Fails only for a record over [`MAX_RECORD_BYTES`], which
 /// [`decode`] would refuse.
 pub fn encode_record(record: &JournalRecord, out: &mut Vec<u8>) -> Result<(), String> {
-    let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-    if payload.len() > MAX_RECORD_BYTES {
-        return Err(format!(
-            "event {} encodes to {} bytes, over the limit of {MAX_RECORD_BYTES}",
-            record.seq,
-            payload.len()
-        ));
-    }
-    frame(&payload, out);
-    Ok(())
+    encode_batch(std::slice::from_ref(record), out)
 }
 
 /// The payload of the frame at `offset`, and where the next frame starts.
@@ -1638,8 +1627,8 @@ fn payload_len(records: &[Encoded]) -> usize {
     }
 }
 
-/// Appends one frame holding `records` (non-empty, fitting in [`MAX_RECORD_BYTES`]): the same bytes
-/// [`encode_batch`] writes for them.
+/// Appends one frame holding `records` (non-empty, fitting in [`MAX_RECORD_BYTES`]): their JSON
+/// payloads as an array, or the one payload alone. The only place frames are built.
 fn push_frame(records: &[Encoded], out: &mut Vec<u8>) {
     let length = payload_len(records);
     out.reserve(FRAME_HEADER_BYTES + length);

@@ -25,7 +25,7 @@
 //! Such an answer is not waited for by the connection's task: it is handed to the journal as an
 //! acknowledgment (`JournalHandle::commit`), and whoever writes the batch that covers its commit
 //! point — often this very task, leading the write — sends it, without blocking, right after the
-//! write returns (see [`Link`]). Concurrent requests share one write (and with `--sync` one
+//! write returns (see `Link`). Concurrent requests share one write (and with `--sync` one
 //! `fdatasync`), and no task is woken just to send an answer. Answers on one connection stay in
 //! request order: the connection writes nothing else until its last answer is out.
 //!
