@@ -338,11 +338,34 @@ fn answer_when_saved(
     })
 }
 
-/// Sends the answer as [`answer_when_saved`] arranged it.
-async fn answer(connection: &Connection, answering: Answering) -> Result<(), FrameError> {
+/// Runs `operation`, a graph change that may publish several events, inside one journal change
+/// (see the module docs), and arranges its answer as [`answer_when_saved`] does.
+fn change_and_answer(
+    connection: &Connection,
+    shared: &Shared,
+    received: Instant,
+    operation: impl FnOnce(&Graph) -> Response,
+) -> Answering {
+    let change = shared.journal.as_ref().map(JournalHandle::change);
+    let reply = operation(&shared.graph);
+    answer_when_saved(connection, shared, received, change, reply)
+}
+
+/// Sends the answer as [`answer_when_saved`] arranged it (after a large one, lets the trimmer
+/// give the memory back).
+async fn answer(
+    connection: &Connection,
+    shared: &Shared,
+    answering: Answering,
+) -> Result<(), FrameError> {
     match answering {
         Answering::Now(reply) => {
-            send(connection.get_ref(), &reply).await?;
+            let large = matches!(reply, Response::List { .. } | Response::Graph { .. });
+            let sent = send(connection.get_ref(), &reply).await?;
+            drop(reply);
+            if large {
+                shared.trimmer.answered(sent);
+            }
         }
         Answering::Saved(Some(lead)) => {
             lead.write().await;
@@ -705,8 +728,8 @@ async fn handle(
     shared: &Shared,
 ) -> Result<Next, FrameError> {
     let graph = &shared.graph;
-    let reply = match request {
-        Request::Ping => Response::Pong {
+    let answering = match request {
+        Request::Ping => Answering::Now(Response::Pong {
             agent: PingInfo {
                 agent_version: AGENT_VERSION.to_owned(),
                 protocol: PROTOCOL_VERSION,
@@ -715,21 +738,17 @@ async fn handle(
                 pid: shared.pid,
                 waiters: graph.parked_waiters(),
             },
-        },
+        }),
         Request::Want { unit, dependencies } => {
-            let answering = {
-                let change = shared.journal.as_ref().map(JournalHandle::change);
-                let reply = match graph.want(&unit, &dependencies) {
+            change_and_answer(connection, shared, received, |graph| {
+                match graph.want(&unit, &dependencies) {
                     Ok(outcome) => Response::Wanted {
                         registered: outcome.registered,
                         added: outcome.added,
                     },
                     Err(error) => Response::Refused { error },
-                };
-                answer_when_saved(connection, shared, received, change, reply)
-            };
-            answer(connection, answering).await?;
-            return Ok(Next::Continue);
+                }
+            })
         }
         Request::Start {
             unit,
@@ -745,51 +764,31 @@ async fn handle(
             return serve_start(connection, shared, start).await;
         }
         Request::Abandon { owner, reason } => {
-            let answering = {
-                let change = shared.journal.as_ref().map(JournalHandle::change);
-                let failed = graph.fail_started_by(|claim| claim_owner(claim) == owner, &reason);
-                answer_when_saved(
-                    connection,
-                    shared,
-                    received,
-                    change,
-                    Response::Abandoned { failed },
-                )
-            };
-            answer(connection, answering).await?;
-            return Ok(Next::Continue);
+            change_and_answer(connection, shared, received, |graph| Response::Abandoned {
+                failed: graph.fail_started_by(|claim| claim_owner(claim) == owner, &reason),
+            })
         }
-        Request::Complete { unit } => {
-            let answering = {
-                let change = shared.journal.as_ref().map(JournalHandle::change);
-                let reply = match graph.complete(&unit) {
-                    Ok(()) => Response::Completed,
-                    Err(error) => Response::Refused { error },
-                };
-                answer_when_saved(connection, shared, received, change, reply)
-            };
-            answer(connection, answering).await?;
-            return Ok(Next::Continue);
-        }
+        Request::Complete { unit } => change_and_answer(connection, shared, received, |graph| {
+            match graph.complete(&unit) {
+                Ok(()) => Response::Completed,
+                Err(error) => Response::Refused { error },
+            }
+        }),
         Request::Fail { unit, reason } => {
             let reason = reason.unwrap_or_else(|| "failed".to_owned());
-            let answering = {
-                let change = shared.journal.as_ref().map(JournalHandle::change);
-                let reply = match graph.fail(&unit, &reason) {
+            change_and_answer(connection, shared, received, |graph| {
+                match graph.fail(&unit, &reason) {
                     Ok(outcome) => Response::Failed {
                         propagated: outcome.propagated,
                     },
                     Err(error) => Response::Refused { error },
-                };
-                answer_when_saved(connection, shared, received, change, reply)
-            };
-            answer(connection, answering).await?;
-            return Ok(Next::Continue);
+                }
+            })
         }
-        Request::Ready { unit } => match graph.is_ready(&unit) {
+        Request::Ready { unit } => Answering::Now(match graph.is_ready(&unit) {
             Ok(ready) => Response::Ready { ready },
             Err(error) => Response::Refused { error },
-        },
+        }),
         Request::Wait {
             unit,
             until,
@@ -800,48 +799,39 @@ async fn handle(
             match until_closed(connection, shared, wait).await? {
                 Some(Ok(WaitOutcome::Reached(state))) => {
                     let reply = Response::Reached { state };
-                    let answering = answer_when_saved(connection, shared, received, None, reply);
-                    answer(connection, answering).await?;
-                    return Ok(Next::Continue);
+                    answer_when_saved(connection, shared, received, None, reply)
                 }
                 Some(Ok(WaitOutcome::Failed(failure))) => {
                     let reply = Response::UnitFailed { failure };
-                    let answering = answer_when_saved(connection, shared, received, None, reply);
-                    answer(connection, answering).await?;
-                    return Ok(Next::Continue);
+                    answer_when_saved(connection, shared, received, None, reply)
                 }
-                Some(Ok(WaitOutcome::TimedOut(state))) => Response::TimedOut {
+                Some(Ok(WaitOutcome::TimedOut(state))) => Answering::Now(Response::TimedOut {
                     state,
                     unmet: Vec::new(),
-                },
-                Some(Err(error)) => Response::Refused { error },
+                }),
+                Some(Err(error)) => Answering::Now(Response::Refused { error }),
                 None => return Ok(Next::Close),
             }
         }
-        Request::Status { unit } => match graph.snapshot(&unit) {
+        Request::Status { unit } => Answering::Now(match graph.snapshot(&unit) {
             Ok(snapshot) => Response::Status {
                 unit: unit_info(&snapshot, shared.origin_unix_ms),
             },
             Err(error) => Response::Refused { error },
-        },
-        Request::List => Response::List {
+        }),
+        Request::List => Answering::Now(Response::List {
             units: graph
                 .list()
                 .iter()
                 .map(|s| unit_info(s, shared.origin_unix_ms))
                 .collect(),
-        },
-        Request::Graph { format } => Response::Graph {
+        }),
+        Request::Graph { format } => Answering::Now(Response::Graph {
             text: graph.export(format),
-        },
+        }),
         Request::Watch { from_seq } => return serve_watch(connection, shared, from_seq).await,
     };
-    let large = matches!(reply, Response::List { .. } | Response::Graph { .. });
-    let sent = send(connection.get_ref(), &reply).await?;
-    drop(reply);
-    if large {
-        shared.trimmer.answered(sent);
-    }
+    answer(connection, shared, answering).await?;
     Ok(Next::Continue)
 }
 
@@ -941,7 +931,7 @@ async fn serve_start(
     // Every answer may rest on a change (its own start, the failure it reports, or a timed-out
     // start's registration of a new unit), which must be saved before anyone acts on it.
     let answering = answer_when_saved(connection, shared, received, None, reply);
-    answer(connection, answering).await?;
+    answer(connection, shared, answering).await?;
     Ok(Next::Continue)
 }
 
