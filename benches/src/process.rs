@@ -67,23 +67,13 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }
 
-/// Raises this process's soft limit of open files to its hard limit; returns the new soft limit.
+/// Raises this process's soft limit of open files to its hard limit; returns the new soft limit
+/// (0 if it cannot be read).
 pub fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        }
-    }
-    #[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every Unix
-    let soft = limit.rlim_cur as u64;
-    soft
+    unitsync_ipc::socket::raise_descriptor_limit()
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// The CPUs the calling thread may run on.

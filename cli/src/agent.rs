@@ -46,46 +46,13 @@ pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     }
 }
 
-/// Raises this process's soft limit on open descriptors to its hard limit (Unix): every client is
-/// a connection, and a workspace with thousands of blocked `start`s needs thousands of them. Logs,
-/// and goes on, if it cannot.
-fn raise_descriptor_limit() {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes one `rlimit` through a pointer to a live, properly aligned local.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return;
-        }
-        if limit.rlim_cur >= limit.rlim_max {
-            return;
-        }
-        let before = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit reads one `rlimit` through a pointer to a live, initialised local.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
-            tracing::debug!(
-                from = before,
-                to = limit.rlim_cur,
-                "raised the descriptor limit"
-            );
-        } else {
-            tracing::warn!(
-                limit = before,
-                error = %std::io::Error::last_os_error(),
-                "cannot raise the descriptor limit"
-            );
-        }
-    }
-}
-
 /// Runs the agent on `socket` until Ctrl-C / SIGTERM.
 pub fn run(socket: &Path, options: AgentOptions) -> Result<(), CliError> {
     init_logging();
-    raise_descriptor_limit();
+    match unitsync_ipc::socket::raise_descriptor_limit() {
+        Ok(limit) => tracing::debug!(?limit, "descriptor limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the descriptor limit"),
+    }
     unitsync_ipc::memory::configure_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

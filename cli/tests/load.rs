@@ -32,21 +32,6 @@ const CLIENTS: usize = 1_000;
 const CHAIN: usize = 12;
 const WAITERS: usize = 10_000;
 
-/// Raises this process's descriptor limit to its hard limit.
-fn raise_descriptor_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read or write one `rlimit` through a pointer to a live local.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    limit.rlim_cur
-}
-
 /// Answers by kind, and everything that was not expected.
 #[derive(Default)]
 struct Tally {
@@ -218,7 +203,9 @@ async fn wait_for_waiters(socket: &Path, count: usize) {
 
 #[test]
 fn a_thousand_clients_and_ten_thousand_waiters_lose_nothing_and_leak_nothing() {
-    let descriptors = raise_descriptor_limit();
+    let descriptors = unitsync_ipc::socket::raise_descriptor_limit()
+        .expect("raise the descriptor limit")
+        .expect("a descriptor limit on Unix");
     assert!(
         descriptors as usize > WAITERS + 1_000,
         "this test needs {} descriptors; the limit is {descriptors}",

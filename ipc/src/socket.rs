@@ -71,6 +71,37 @@ pub fn current_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Raises this process's soft limit on open descriptors to its hard limit: every connection is a
+/// descriptor, and a workspace with thousands of blocked `start`s needs thousands of them, on the
+/// agent's side and in a process that opens many clients. Returns the soft limit in force
+/// afterwards; `None` where there is no such limit (Windows).
+pub fn raise_descriptor_limit() -> io::Result<Option<u64>> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `rlimit` through a pointer to a live, aligned local.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            // SAFETY: setrlimit reads one `rlimit` through a pointer to a live, initialised local.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        #[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every Unix
+        Ok(Some(limit.rlim_cur as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(None)
+    }
+}
+
 /// The interprocess name for `path`: a file path on Unix, a pipe name on Windows.
 pub(crate) fn endpoint_name(path: &Path) -> io::Result<Name<'_>> {
     #[cfg(unix)]
