@@ -812,6 +812,27 @@ struct Work {
 }
 
 impl State {
+    /// A journal whose file holds every number up to `last`, with the graph open.
+    fn new(last: u64) -> Self {
+        Self {
+            ready: VecDeque::new(),
+            early: BTreeMap::new(),
+            received: last,
+            taken: last,
+            written: last,
+            points: BTreeSet::new(),
+            open: BTreeSet::new(),
+            spans: Vec::new(),
+            leading: false,
+            graph_open: true,
+            failure: None,
+            stopped: false,
+            buffer: Vec::new(),
+            acks: Acknowledgments::default(),
+            rescuing: false,
+        }
+    }
+
     /// Files one arriving record. Returns whether waiters must be woken: a commit point became
     /// writable and nobody leads.
     fn receive(&mut self, seq: u64, payload: Option<Vec<u8>>) -> bool {
@@ -1589,23 +1610,7 @@ impl JournalWriter {
             path: Arc::from(self.path.as_path()),
             file: self.file,
             sync,
-            state: Mutex::new(State {
-                ready: VecDeque::new(),
-                early: BTreeMap::new(),
-                received: last,
-                taken: last,
-                written: last,
-                points: BTreeSet::new(),
-                open: BTreeSet::new(),
-                spans: Vec::new(),
-                leading: false,
-                graph_open: true,
-                failure: None,
-                stopped: false,
-                buffer: Vec::new(),
-                acks: Acknowledgments::default(),
-                rescuing: false,
-            }),
+            state: Mutex::new(State::new(last)),
             wake: Notify::new(),
         });
         let sink = JournalSink {
@@ -1859,5 +1864,211 @@ mod batching {
         let small: Vec<_> = (1..=3).map(|seq| big(seq, 1)).collect();
         let bytes = encode_batches(&small, &[]).unwrap();
         assert_eq!(frame_ends(&bytes), vec![3]);
+    }
+}
+
+/// The safe-cut bookkeeping driven through every interleaving proptest finds: several threads each
+/// making changes of several numbers, the graph numbering their events in one order and the sink
+/// getting them in another, commits and batch takes at any moment. The real threads of
+/// `ipc/tests/journal.rs` and `ipc/tests/durability.rs` only sample such interleavings; this
+/// enumerates them on [`State`] itself (every call the sink, the change guards and the leaders
+/// make, in the same order under the same lock), without timing.
+#[cfg(test)]
+mod safe_cuts {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const THREADS: usize = 3;
+
+    /// One thread's part: its change in progress, and the numbers the graph gave it that have not
+    /// reached the sink yet (a thread delivers its own numbers in order).
+    #[derive(Default)]
+    struct Thread {
+        change: Option<(ChangeMark, usize)>,
+        undelivered: VecDeque<u64>,
+    }
+
+    /// What the model knows of every change: its numbers, and whether it ended.
+    struct Change {
+        numbers: Vec<u64>,
+        ended: bool,
+    }
+
+    struct Run {
+        state: State,
+        threads: Vec<Thread>,
+        /// The next number the graph hands out.
+        next: u64,
+        changes: Vec<Change>,
+        /// Numbers that reached the sink with a record (not a tombstone).
+        recorded: BTreeSet<u64>,
+        /// Records in the order batches took them.
+        taken: Vec<u64>,
+    }
+
+    impl Run {
+        fn new() -> Self {
+            Self {
+                state: State::new(0),
+                threads: (0..THREADS).map(|_| Thread::default()).collect(),
+                next: 1,
+                changes: Vec::new(),
+                recorded: BTreeSet::new(),
+                taken: Vec::new(),
+            }
+        }
+
+        fn begin(&mut self, t: usize) {
+            let thread = &mut self.threads[t];
+            if thread.change.is_none() {
+                let mark = ChangeMark {
+                    journal: 0,
+                    first: u64::MAX,
+                    last: 0,
+                };
+                thread.change = Some((mark, self.changes.len()));
+                self.changes.push(Change {
+                    numbers: Vec::new(),
+                    ended: false,
+                });
+            }
+        }
+
+        /// The graph numbers an event of thread `t` (outside a change, a change of its own).
+        fn number(&mut self, t: usize) {
+            let seq = self.next;
+            self.next += 1;
+            let thread = &mut self.threads[t];
+            thread.undelivered.push_back(seq);
+            match thread.change {
+                Some((_, c)) => self.changes[c].numbers.push(seq),
+                None => self.changes.push(Change {
+                    numbers: vec![seq],
+                    ended: true,
+                }),
+            }
+        }
+
+        /// Thread `t`'s oldest numbered event reaches the sink, as `JournalSink::record` files it.
+        fn deliver(&mut self, t: usize, tombstone: bool) {
+            let thread = &mut self.threads[t];
+            let Some(seq) = thread.undelivered.pop_front() else {
+                return;
+            };
+            if let Some((mark, _)) = &mut thread.change {
+                self.state.track(mark, seq);
+            }
+            let payload = (!tombstone).then(|| seq.to_string().into_bytes());
+            if !tombstone {
+                self.recorded.insert(seq);
+            }
+            self.state.receive(seq, payload);
+        }
+
+        /// Thread `t`'s change ends, as its guard does (once its events reached the sink: the
+        /// graph calls the sink inside the operation).
+        fn end(&mut self, t: usize) {
+            let thread = &mut self.threads[t];
+            if !thread.undelivered.is_empty() {
+                return;
+            }
+            if let Some((mark, c)) = thread.change.take() {
+                self.state.end_change(&mark);
+                self.changes[c].ended = true;
+            }
+        }
+
+        /// A request commits everything numbered so far, as the agent's commit point does.
+        fn commit(&mut self) {
+            let point = self.next - 1;
+            if point > self.state.taken {
+                self.state.points.insert(point);
+            }
+        }
+
+        /// A leader takes the next batch and writes it; checks that it is one a crash may leave.
+        fn take(&mut self) -> Result<bool, TestCaseError> {
+            let before = self.state.taken;
+            let Some(work) = self.state.take_next() else {
+                return Ok(false);
+            };
+            let through = work.through;
+            prop_assert!(through > before);
+            for seq in before + 1..=through {
+                let arrived =
+                    seq < self.next && !self.threads.iter().any(|t| t.undelivered.contains(&seq));
+                prop_assert!(
+                    arrived,
+                    "batch through {through} includes {seq}, not arrived"
+                );
+            }
+            let seqs: Vec<u64> = work.records.iter().map(|(seq, _)| *seq).collect();
+            let expected: Vec<u64> = self.recorded.range(before + 1..=through).copied().collect();
+            prop_assert_eq!(&seqs, &expected, "the batch's records, in order");
+            for (seq, payload) in &work.records {
+                prop_assert_eq!(payload, &seq.to_string().into_bytes());
+            }
+            for change in &self.changes {
+                let inside = change.numbers.iter().filter(|&&n| n <= through).count();
+                if inside > 0 {
+                    prop_assert!(
+                        change.ended && inside == change.numbers.len(),
+                        "batch through {through} holds part of the change {:?} (ended: {})",
+                        change.numbers,
+                        change.ended
+                    );
+                }
+            }
+            for &(first, last) in &work.spans {
+                prop_assert!(before < first && first < last && last <= through);
+            }
+            self.taken.extend(seqs);
+            self.state.written = through;
+            Ok(true)
+        }
+
+        /// Every thread finishes, a last commit, and batches until none is left: then everything
+        /// recorded has been taken, once, in order.
+        fn drain(&mut self) -> Result<(), TestCaseError> {
+            for t in 0..THREADS {
+                while !self.threads[t].undelivered.is_empty() {
+                    self.deliver(t, false);
+                }
+                self.end(t);
+            }
+            self.commit();
+            while self.take()? {}
+            prop_assert_eq!(self.state.taken, self.next - 1, "nothing left behind");
+            let all: Vec<u64> = self.recorded.iter().copied().collect();
+            prop_assert_eq!(&self.taken, &all);
+            prop_assert!(self.state.open.is_empty() && self.state.spans.is_empty());
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn no_batch_ends_inside_a_change_and_nothing_is_left_behind(
+            steps in prop::collection::vec((0u8..7, 0..THREADS), 0..120)
+        ) {
+            let mut run = Run::new();
+            for (op, t) in steps {
+                match op {
+                    0 => run.begin(t),
+                    1 => run.number(t),
+                    2 => run.deliver(t, false),
+                    3 => run.deliver(t, true),
+                    4 => run.end(t),
+                    5 => run.commit(),
+                    _ => {
+                        run.take()?;
+                    }
+                }
+            }
+            run.drain()?;
+        }
     }
 }
