@@ -133,6 +133,14 @@ fn scratch() -> Scratch {
     Scratch { _dir: dir, path }
 }
 
+/// The journal at `scratch`, opened (not fresh) and started: its sink and handle.
+fn started(scratch: &Scratch, sync: bool) -> (journal::JournalSink, journal::JournalHandle) {
+    journal::open(&scratch.path, false)
+        .unwrap()
+        .writer
+        .start(sync)
+}
+
 fn temporary_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".tmp");
@@ -477,8 +485,7 @@ fn seqs_in(path: &Path) -> Vec<u64> {
 #[tokio::test]
 async fn the_writer_writes_out_of_order_records_in_number_order_once_the_gap_fills() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(true);
+    let (sink, handle) = started(&scratch, true);
     sink.record(4, Some(&event(4, "d")));
     sink.record(1, Some(&event(1, "a")));
     sink.record(3, Some(&event(3, "c")));
@@ -502,8 +509,7 @@ async fn the_writer_writes_out_of_order_records_in_number_order_once_the_gap_fil
 #[tokio::test]
 async fn a_commit_is_one_frame_read_all_or_nothing() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     // One change of three events (say a `want` and its two edges), published out of order, and
     // written only as a whole.
     let change = handle.change();
@@ -563,8 +569,7 @@ async fn a_commit_is_one_frame_read_all_or_nothing() {
 #[tokio::test]
 async fn waiting_for_a_number_the_writer_will_never_get_is_an_error() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     handle.wait_written(1).await.unwrap();
     drop(sink); // the graph went away: the writer ends
@@ -579,8 +584,7 @@ async fn waiting_for_a_number_the_writer_will_never_get_is_an_error() {
 async fn concurrent_commits(sync: bool, tasks: u64, rounds: u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(sync);
+    let (sink, handle) = started(&scratch, sync);
     let next = Arc::new(AtomicU64::new(1));
     let mut joins = Vec::new();
     for task in 0..tasks {
@@ -644,8 +648,7 @@ async fn concurrent_synced_commits_are_each_in_the_file_when_acknowledged() {
 #[tokio::test]
 async fn a_wait_dropped_while_it_leads_leaves_the_journal_working() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     {
         // The wait takes the lead, then yields so that other requests can join its batch; it is
@@ -664,8 +667,7 @@ async fn a_wait_dropped_while_it_leads_leaves_the_journal_working() {
 #[tokio::test]
 async fn the_graph_going_away_writes_what_arrived_without_a_gap() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     sink.record(2, Some(&event(2, "b")));
     sink.record(4, Some(&event(4, "d")));
@@ -705,8 +707,7 @@ fn acknowledge_to(path: &Path) -> (journal::Acknowledgment, oneshot::Receiver<Se
 #[tokio::test]
 async fn an_acknowledgment_runs_once_its_commit_is_in_the_file() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     sink.record(2, Some(&event(2, "b")));
     let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
@@ -725,8 +726,7 @@ async fn an_acknowledgment_runs_once_its_commit_is_in_the_file() {
 #[tokio::test]
 async fn acknowledgments_due_together_run_oldest_request_first() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     sink.record(2, Some(&event(2, "b")));
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -750,8 +750,7 @@ async fn acknowledgments_due_together_run_oldest_request_first() {
 #[tokio::test]
 async fn a_commit_waiting_for_a_missing_record_is_written_when_it_arrives() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     sink.record(3, Some(&event(3, "c")));
     let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
@@ -771,8 +770,7 @@ async fn a_commit_waiting_for_a_missing_record_is_written_when_it_arrives() {
 #[tokio::test]
 async fn a_change_in_progress_holds_back_every_batch_after_its_first_record() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     let change = handle.change();
     sink.record(2, Some(&event(2, "b")));
@@ -805,8 +803,7 @@ async fn a_change_in_progress_holds_back_every_batch_after_its_first_record() {
 #[tokio::test]
 async fn acknowledgments_get_the_error_when_their_records_never_will_be_written() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
     assert!(handle.commit(2, Instant::now(), acknowledge).is_none());
@@ -824,8 +821,7 @@ async fn acknowledgments_get_the_error_when_their_records_never_will_be_written(
 #[test]
 fn a_lead_dropped_with_its_runtime_leaves_the_acknowledgment_to_the_next_writer() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -854,8 +850,7 @@ fn a_lead_dropped_with_its_runtime_leaves_the_acknowledgment_to_the_next_writer(
 #[test]
 fn an_acknowledgment_written_with_the_graph_s_last_records_is_told_they_are_saved() {
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     sink.record(1, Some(&event(1, "a")));
     let (acknowledge, mut seen) = acknowledge_to(&scratch.path);
     // Outside any runtime: the lead is given back unused, and no task can be started.
@@ -875,8 +870,7 @@ fn an_acknowledgment_written_with_the_graph_s_last_records_is_told_they_are_save
 async fn interleaved_changes_are_never_split_across_frames() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let scratch = scratch();
-    let opened = journal::open(&scratch.path, false).unwrap();
-    let (sink, handle) = opened.writer.start(false);
+    let (sink, handle) = started(&scratch, false);
     let next = Arc::new(AtomicU64::new(1));
     let mut joins = Vec::new();
     for task in 0..8 {
