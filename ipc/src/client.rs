@@ -24,8 +24,7 @@ use crate::protocol::{
     PROTOCOL_VERSION,
 };
 use crate::server::HANDSHAKE_TIMEOUT;
-use crate::socket;
-use interprocess::local_socket::tokio::Stream;
+use crate::stream::LocalStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -58,7 +57,7 @@ fn connection_lost(path: &Path, source: FrameError) -> IpcError {
 /// A handshaken connection to an agent.
 pub struct Client {
     /// Reads answers; requests are written through `reader.get_ref()`.
-    reader: FrameReader<Stream>,
+    reader: FrameReader<LocalStream>,
     path: PathBuf,
     welcome: Welcome,
 }
@@ -66,7 +65,7 @@ pub struct Client {
 impl Client {
     /// Connects to the agent at `path` and performs the version handshake.
     pub async fn connect(path: &Path) -> Result<Self, IpcError> {
-        let stream = socket::connect(path)
+        let stream = LocalStream::connect(path)
             .await
             .map_err(|source| IpcError::Unreachable {
                 path: path.to_owned(),

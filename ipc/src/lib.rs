@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod server;
 pub mod socket;
 pub mod state;
+pub mod stream;
 
 pub use client::Client;
 pub use error::IpcError;

@@ -54,6 +54,7 @@ use crate::protocol::{
 };
 use crate::socket::{self, SocketError};
 use crate::state::{self, StateLock, StateOptions};
+use crate::stream::LocalStream;
 use interprocess::local_socket::{tokio::Listener, tokio::Stream, traits::tokio::Listener as _};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -248,7 +249,7 @@ impl Agent {
 
 /// Writes one response, never over [`MAX_RESPONSE_BYTES`]: an answer that would be longer is
 /// replaced by an `error` saying so (the connection stays usable). Returns the bytes written.
-async fn send(stream: &Stream, response: &Response) -> Result<usize, FrameError> {
+async fn send(stream: &LocalStream, response: &Response) -> Result<usize, FrameError> {
     let frame = encode_answer(response)?;
     write_all(stream, &frame).await?;
     Ok(frame.len())
@@ -268,7 +269,7 @@ fn encode_answer(response: &Response) -> Result<Vec<u8>, FrameError> {
     }
 }
 
-async fn write_all(stream: &Stream, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_all(stream: &LocalStream, bytes: &[u8]) -> std::io::Result<()> {
     let mut writer = stream;
     writer.write_all(bytes).await?;
     writer.flush().await
@@ -276,7 +277,7 @@ async fn write_all(stream: &Stream, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes as much of `bytes` as `stream` takes without blocking; returns how much that was (less
 /// than all on a full socket buffer, or on an error, which the write of the rest then meets).
-fn write_without_blocking(stream: &Stream, bytes: &[u8]) -> usize {
+fn write_without_blocking(stream: &LocalStream, bytes: &[u8]) -> usize {
     use tokio::io::AsyncWrite;
     let mut context = Context::from_waker(Waker::noop());
     let mut writer = stream;
@@ -295,7 +296,7 @@ fn write_without_blocking(stream: &Stream, bytes: &[u8]) -> usize {
 }
 
 /// Writes the answer to a hello.
-async fn send_hello(stream: &Stream, reply: &HelloReply) -> Result<(), FrameError> {
+async fn send_hello(stream: &LocalStream, reply: &HelloReply) -> Result<(), FrameError> {
     write_message(&mut &*stream, reply, MAX_RESPONSE_BYTES).await
 }
 
@@ -382,7 +383,15 @@ enum Next {
 }
 
 async fn serve_connection(stream: Stream, shared: Arc<Shared>) {
-    if let Err(reason) = socket::peer_allowed(&stream) {
+    let allowed = socket::peer_allowed(&stream);
+    let stream = match LocalStream::new(stream) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch a new connection; closing it");
+            return;
+        }
+    };
+    if let Err(reason) = allowed {
         tracing::warn!(%reason, "refusing connection");
         let reply = HelloReply::Refused {
             message: reason,
@@ -510,7 +519,7 @@ type Connection = FrameReader<Link>;
 struct Link(Arc<LinkShared>);
 
 struct LinkShared {
-    stream: Stream,
+    stream: LocalStream,
     answer: Mutex<Outstanding>,
     /// Whether `answer` may be anything but [`AnswerState::Sent`]: set by the connection's task
     /// before it hands an answer to the journal, cleared once the answer is out.
@@ -538,7 +547,7 @@ enum AnswerState {
 }
 
 impl Link {
-    fn new(stream: Stream) -> Self {
+    fn new(stream: LocalStream) -> Self {
         Self(Arc::new(LinkShared {
             stream,
             answer: Mutex::new(Outstanding {
@@ -664,59 +673,19 @@ enum Settle {
 }
 
 impl std::ops::Deref for Link {
-    type Target = Stream;
-    fn deref(&self) -> &Stream {
+    type Target = LocalStream;
+    fn deref(&self) -> &LocalStream {
         &self.0.stream
     }
 }
 
 impl tokio::io::AsyncRead for Link {
-    /// Reads the way tokio reads an owned socket: only once it is known to be readable, and a
-    /// read that leaves room in the buffer counts as draining it (the next read waits for the next
-    /// readiness event instead of trying `recv` first). Through interprocess's `&Stream` every
-    /// request would cost one more `recv`, returning `EAGAIN`.
-    #[cfg(unix)]
     fn poll_read(
         self: Pin<&mut Self>,
         context: &mut Context<'_>,
         buffer: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        use std::io::ErrorKind;
-        let Stream::UdSocket(socket) = &self.0.stream;
-        let socket = socket.inner();
-        loop {
-            std::task::ready!(socket.poll_read_ready(context))?;
-            let room = buffer.remaining();
-            let mut read = 0;
-            // `try_io` clears the readiness it saw when its closure says `WouldBlock`: said after a
-            // short read (its length kept in `read`), that marks the socket drained, as tokio does.
-            let outcome = socket.try_io(tokio::io::Interest::READABLE, || {
-                read = socket.try_read(buffer.initialize_unfilled())?;
-                if read > 0 && read < room {
-                    Err(ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(())
-                }
-            });
-            match outcome {
-                Ok(()) => {}
-                Err(error) if error.kind() == ErrorKind::WouldBlock && read > 0 => {}
-                Err(error) if error.kind() == ErrorKind::WouldBlock => continue,
-                Err(error) => return Poll::Ready(Err(error)),
-            }
-            buffer.advance(read);
-            return Poll::Ready(Ok(()));
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let mut stream: &Stream = &self.0.stream;
-        Pin::new(&mut stream).poll_read(context, buffer)
+        Pin::new(&mut &self.0.stream).poll_read(context, buffer)
     }
 }
 
