@@ -61,7 +61,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Notify};
@@ -275,22 +275,16 @@ async fn write_all(stream: &LocalStream, bytes: &[u8]) -> std::io::Result<()> {
     writer.flush().await
 }
 
-/// Writes as much of `bytes` as `stream` takes without blocking; returns how much that was (less
-/// than all on a full socket buffer, or on an error, which the write of the rest then meets).
+/// Writes as much of `bytes` as `stream` takes without blocking (on any thread, in a runtime or
+/// not); returns how much that was (less than all on a full socket buffer, or on an error, which
+/// the write of the rest then meets).
 fn write_without_blocking(stream: &LocalStream, bytes: &[u8]) -> usize {
-    use tokio::io::AsyncWrite;
-    let mut context = Context::from_waker(Waker::noop());
-    let mut writer = stream;
     let mut done = 0;
     while done < bytes.len() {
-        match Pin::new(&mut writer).poll_write(&mut context, &bytes[done..]) {
-            Poll::Ready(Ok(n)) if n > 0 => done += n,
+        match stream.try_write(&bytes[done..]) {
+            Ok(n) if n > 0 => done += n,
             _ => break,
         }
-    }
-    if done == bytes.len() {
-        // A no-op for Unix sockets; whatever is not flushed now is flushed by the next write.
-        let _ = Pin::new(&mut writer).poll_flush(&mut context);
     }
     done
 }

@@ -19,7 +19,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A connected local socket (see the module docs). Read and written through `&LocalStream`, so
-/// one task can read while another writes.
+/// one task can read while another writes: at most one reader and one writer at a time (each
+/// direction has one waker, as with tokio's own streams; the agent's answers to one connection
+/// never overlap, see `server::Link`).
 #[derive(Debug)]
 pub struct LocalStream {
     #[cfg(unix)]
@@ -29,6 +31,23 @@ pub struct LocalStream {
 }
 
 impl LocalStream {
+    /// Writes what the socket takes now, without waiting and without needing a runtime: `Ok(0)`
+    /// only for empty `bytes`, `WouldBlock` when its buffer is full.
+    pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            self.socket.try_write(bytes)
+        }
+        #[cfg(not(unix))]
+        {
+            let mut context = Context::from_waker(std::task::Waker::noop());
+            match Pin::new(&mut &self.stream).poll_write(&mut context, bytes) {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
     /// Connects to whatever listens at `path` (see `socket`).
     pub async fn connect(path: &Path) -> io::Result<Self> {
         Self::new(crate::socket::connect(path).await?)
@@ -109,25 +128,43 @@ mod unix {
             }
         }
 
+        pub(super) fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+            loop {
+                match self.readable.get_ref().write(bytes) {
+                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                    outcome => return outcome,
+                }
+            }
+        }
+
         /// Writes what the socket takes now; if it takes nothing (its buffer is full), waits for
-        /// room through the writability registration.
+        /// room through the writability registration, which is kept until a write takes all it
+        /// was given (the end of a long answer), so that a long write registers once. A write
+        /// cancelled while it waits leaves it until the next such write. Waiting needs the
+        /// runtime's reactor: without one this is an error, never a panic.
         pub(super) fn poll_write(
             &self,
             context: &mut Context<'_>,
             bytes: &[u8],
         ) -> Poll<io::Result<usize>> {
             loop {
-                match self.readable.get_ref().write(bytes) {
+                match self.try_write(bytes) {
                     Ok(written) => {
-                        self.room().take();
+                        if written == bytes.len() {
+                            self.room().take();
+                        }
                         return Poll::Ready(Ok(written));
                     }
                     Err(error) if error.kind() == ErrorKind::WouldBlock => {}
-                    Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                     Err(error) => return Poll::Ready(Err(error)),
                 }
                 let mut room = self.room();
                 if room.is_none() {
+                    if tokio::runtime::Handle::try_current().is_err() {
+                        return Poll::Ready(Err(io::Error::other(
+                            "the socket is full and there is no runtime to wait for room on",
+                        )));
+                    }
                     // Registered after the failed write: `epoll` reports room that appeared in
                     // between at once.
                     let duplicate = self.readable.get_ref().as_fd().try_clone_to_owned()?;
