@@ -59,7 +59,7 @@ pub enum Command {
     /// --no-state keeps the units in memory only. Stops cleanly on Ctrl-C / SIGTERM and removes its
     /// socket. Logs go to stderr, filtered by UNITSYNC_LOG (or RUST_LOG), e.g. UNITSYNC_LOG=debug.
     #[command(
-        after_help = "Example:\n  unitsync agent &\n  unitsync agent --socket /tmp/ws.sock --state ~/ws.journal --sync\n  unitsync agent --no-state"
+        after_help = "Example:\n  unitsync agent &\n  unitsync agent --socket /tmp/ws.sock --state ~/ws.journal --sync\n  unitsync agent --no-state\n  unitsync agent --threads 4"
     )]
     Agent {
         #[command(flatten)]
@@ -83,6 +83,11 @@ pub enum Command {
         /// crashes (changes are acknowledged without waiting for a disk write)
         #[arg(long, conflicts_with_all = ["state", "fresh", "sync"])]
         no_state: bool,
+        /// Worker threads serving connections [default: half the CPUs, at least 1]. The scripts
+        /// the agent serves run on the same machine and need CPU to send each request; more
+        /// threads than that compete with them
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
     },
     /// Check the agent is alive: version, protocol, uptime, unit count.
     #[command(after_help = "Example:\n  unitsync ping")]

@@ -65,6 +65,7 @@ fn run() -> i32 {
             fresh,
             sync,
             no_state,
+            threads,
         } => {
             let socket = socket_path(&socket);
             let state = (!no_state).then(|| unitsync_ipc::state::StateOptions {
@@ -84,6 +85,7 @@ fn run() -> i32 {
                     event_capacity: event_buffer,
                     state,
                 },
+                threads.map_or_else(agent::default_threads, usize::from),
             )
         }
         Command::Completions { shell } => {

@@ -1,6 +1,7 @@
 //! The everyday commands through the real binary: SPEC §1's two scripts racing as real `sh`
 //! scripts, `start` telling the user what it waits for, and the output of `ping`, `status`, `list`,
-//! `graph`, `--help` and `completions` (human text aligned, `--json` with its documented fields).
+//! `graph`, `--help` and `completions` (human text aligned, `--json` with its documented fields), and
+//! the agent serving on as many worker threads as `--threads` says (half the CPUs unless told).
 
 #![cfg(unix)] // real Unix sockets, signals and uids throughout
 
@@ -441,4 +442,52 @@ fn completions_are_generated_for_common_shells() {
         assert!(run.stdout.contains("want") && run.stdout.contains("exec"));
     }
     common::run(common::unitsync().args(["completions", "tcsh"])).code(2);
+}
+
+/// How many of the agent's threads are tokio workers (by tokio's thread name), read from /proc:
+/// waits, up to a few seconds, for `expected` (a thread names itself as it starts).
+#[cfg(target_os = "linux")]
+fn worker_threads(agent: &Agent, expected: usize) -> usize {
+    let count = || {
+        std::fs::read_dir(format!("/proc/{}/task", agent.proc.pid()))
+            .expect("the agent's threads")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "tokio-rt-worker")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = count();
+        if now == expected || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_agent_serves_on_the_worker_threads_it_is_told_and_half_the_cpus_by_default() {
+    // `--no-state`: nothing is written, so no blocking-pool thread (named like the workers)
+    // starts.
+    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
+    let default = (cpus / 2).max(1);
+    let agent = Agent::start_with(&["--no-state"]);
+    agent.run(&["ping"]).ok();
+    assert_eq!(worker_threads(&agent, default), default);
+
+    let agent = Agent::start_with(&["--no-state", "--threads", "3"]);
+    agent.run(&["ping"]).ok();
+    assert_eq!(worker_threads(&agent, 3), 3);
+    agent.run(&["want", "claude", "git"]).ok();
+    let blocked = agent.spawn(&["start", "claude"]);
+    agent.wait_for_waiters(1);
+    agent.run(&["start", "git"]).ok();
+    agent.run(&["complete", "git"]).ok();
+    blocked.finish().ok();
+    assert_eq!(agent.state("claude"), "started");
+
+    common::run(common::unitsync().args(["agent", "--threads", "0"]))
+        .code(2)
+        .stderr_has("--threads");
 }
