@@ -7,7 +7,10 @@
 //! by whoever wrote the journal (see "Durability"). Blocking requests are served by the graph's own async waits, raced against
 //! the client's side of the socket ([`FrameReader::peer_activity`]): if the client goes away
 //! mid-wait the wait future is dropped, which frees its waiter and leaves the unit as it was.
-//! Nothing polls: a blocked `start` is answered the moment the graph wakes it.
+//! Nothing polls: a blocked `start` is answered the moment the graph wakes it. The answers whose
+//! size grows with the graph (`list`, `graph`) are built and encoded on tokio's blocking pool, so
+//! that the worker threads go on serving everyone else meanwhile (`unitsync agent` runs one worker
+//! on 2 CPUs).
 //!
 //! When a client's departure and its wait's completion are both ready, the departure wins: a `start`
 //! whose client's hang-up has already arrived never marks the unit started.
@@ -304,6 +307,9 @@ fn commit_point(shared: &Shared) -> u64 {
 enum Answering {
     /// Now, by the connection (no journal).
     Now(Response),
+    /// Now, by the connection: an answer whose size grows with the graph (`list`, `graph`),
+    /// built and encoded on tokio's blocking pool (see [`build_large`]).
+    Built(Result<Vec<u8>, FrameError>),
     /// By the journal's acknowledgment, once what the answer rests on is saved; after this
     /// connection writes the batch, if it leads.
     Saved(Option<Lead>),
@@ -346,8 +352,29 @@ fn change_and_answer(
     answer_when_saved(connection, shared, received, change, reply)
 }
 
-/// Sends the answer as [`answer_when_saved`] arranged it (after a large one, lets the trimmer
-/// give the memory back).
+/// Builds and encodes an answer whose size grows with the graph on tokio's blocking pool, so that
+/// the worker threads go on serving meanwhile: with one worker (the agent's default on 2 CPUs) a
+/// 20,000-unit `list` built in place held every other connection up for up to 30 ms
+/// (benches/README.md, "How many worker threads"). The graph is read without locks, as on a
+/// worker.
+async fn build_large(
+    shared: &Shared,
+    build: impl FnOnce(&Graph, u64) -> Response + Send + 'static,
+) -> Answering {
+    let graph = shared.graph.clone();
+    let origin_unix_ms = shared.origin_unix_ms;
+    let built =
+        tokio::task::spawn_blocking(move || encode_answer(&build(&graph, origin_unix_ms))).await;
+    Answering::Built(match built {
+        Ok(frame) => frame,
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        // The runtime is shutting down: the connection is about to go too.
+        Err(_) => Err(FrameError::Closed),
+    })
+}
+
+/// Sends the answer as [`answer_when_saved`] or [`build_large`] arranged it (after a large one,
+/// lets the trimmer give the memory back).
 async fn answer(
     connection: &Connection,
     shared: &Shared,
@@ -355,12 +382,14 @@ async fn answer(
 ) -> Result<(), FrameError> {
     match answering {
         Answering::Now(reply) => {
-            let large = matches!(reply, Response::List { .. } | Response::Graph { .. });
-            let sent = send(connection.get_ref(), &reply).await?;
-            drop(reply);
-            if large {
-                shared.trimmer.answered(sent);
-            }
+            send(connection.get_ref(), &reply).await?;
+        }
+        Answering::Built(frame) => {
+            let frame = frame?;
+            write_all(connection.get_ref(), &frame).await?;
+            let sent = frame.len();
+            drop(frame);
+            shared.trimmer.answered(sent);
         }
         Answering::Saved(Some(lead)) => {
             lead.write().await;
@@ -782,16 +811,22 @@ async fn handle(
             },
             Err(error) => Response::Refused { error },
         }),
-        Request::List => Answering::Now(Response::List {
-            units: graph
-                .list()
-                .iter()
-                .map(|s| unit_info(s, shared.origin_unix_ms))
-                .collect(),
-        }),
-        Request::Graph { format } => Answering::Now(Response::Graph {
-            text: graph.export(format),
-        }),
+        Request::List => {
+            build_large(shared, |graph, origin_unix_ms| Response::List {
+                units: graph
+                    .list()
+                    .iter()
+                    .map(|s| unit_info(s, origin_unix_ms))
+                    .collect(),
+            })
+            .await
+        }
+        Request::Graph { format } => {
+            build_large(shared, move |graph, _| Response::Graph {
+                text: graph.export(format),
+            })
+            .await
+        }
         Request::Watch { from_seq } => return serve_watch(connection, shared, from_seq).await,
     };
     answer(connection, shared, answering).await?;
