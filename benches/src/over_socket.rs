@@ -1,7 +1,8 @@
 //! W5 and W6 against a real agent over a real local socket, through `unitsync_ipc::Client` (the same
 //! client the CLI uses): `ping` round trips, the wake-up of one blocked `start`, and the wake-up of
 //! K blocked `start`s at once; the throughput of many connections changing the graph (`churn`);
-//! plus idle handshaken connections for the agent's per-connection memory.
+//! how long one large answer holds up another connection (`ping_beside_list`); plus idle
+//! handshaken connections for the agent's per-connection memory.
 //!
 //! Clients run on a current-thread tokio runtime, so the client side of every figure uses one core
 //! and the agent keeps its own threads. Unit names carry a caller-chosen prefix so that runs against
@@ -9,7 +10,7 @@
 //! `process`) and must not reach into the agent's graph.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -295,5 +296,118 @@ impl Drop for IdleConnections {
         // Close the streams inside the runtime they were registered with.
         let _guard = self.runtime.enter();
         self.clients.clear();
+    }
+}
+
+/// What [`ping_beside_list`] measured in one round.
+#[derive(Debug, Clone, Copy)]
+pub struct PingBesideList {
+    /// From sending `list` until its whole answer was read.
+    pub list: Duration,
+    /// The slowest `ping` round trip on another connection meanwhile.
+    pub worst_during: Duration,
+    /// The slowest `ping` round trip over as long again with nothing else asked.
+    pub worst_quiet: Duration,
+}
+
+/// How long one large answer holds up the agent's other connections: registers `units` units
+/// `{prefix}u{i}` (each wanting `{prefix}root`; untimed), then, per round, a client on its own
+/// thread and connection pings in a loop while this thread asks for the whole `list`; then the
+/// pinger runs as long again with nothing else asked, as the baseline.
+pub fn ping_beside_list(
+    path: &Path,
+    prefix: &str,
+    units: usize,
+    rounds: usize,
+) -> Result<Vec<PingBesideList>, Error> {
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let clients = connect_many(path, 8, 8).await?;
+        let mut tasks = Vec::new();
+        for (c, mut client) in clients.into_iter().enumerate() {
+            let names: Vec<String> = (c..units)
+                .step_by(8)
+                .map(|i| format!("{prefix}u{i}"))
+                .collect();
+            let root = format!("{prefix}root");
+            tasks.push(tokio::spawn(async move {
+                for name in &names {
+                    expect(&mut client, want(name, &root), "wanted").await?;
+                }
+                Ok::<_, Error>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        Ok::<_, Error>(())
+    })?;
+    let mut lister = runtime.block_on(Client::connect(path))?;
+    let mut results = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let pinger = Pinger::start(path)?;
+        let begin = Instant::now();
+        match runtime.block_on(lister.request(&Request::List))? {
+            Response::List { units: listed } if listed.len() >= units => {}
+            other => return Err(unexpected("the whole list", other)),
+        }
+        let list = begin.elapsed();
+        let worst_during = pinger.stop()?;
+        let pinger = Pinger::start(path)?;
+        std::thread::sleep(list);
+        let worst_quiet = pinger.stop()?;
+        results.push(PingBesideList {
+            list,
+            worst_during,
+            worst_quiet,
+        });
+    }
+    Ok(results)
+}
+
+/// A thread pinging the agent on its own connection until stopped; keeps the slowest round trip.
+struct Pinger {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Duration, Error>>,
+}
+
+impl Pinger {
+    /// Starts it and returns once it has a connection and its first round trip is done.
+    fn start(path: &Path) -> Result<Self, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready, started) = std::sync::mpsc::channel();
+        let thread = {
+            let stop = Arc::clone(&stop);
+            let path = path.to_owned();
+            std::thread::spawn(move || {
+                client_runtime().block_on(async {
+                    let mut client = Client::connect(&path).await?;
+                    expect(&mut client, Request::Ping, "pong").await?;
+                    let _ = ready.send(());
+                    let mut worst = Duration::ZERO;
+                    while !stop.load(Ordering::Acquire) {
+                        let begin = Instant::now();
+                        expect(&mut client, Request::Ping, "pong").await?;
+                        worst = worst.max(begin.elapsed());
+                    }
+                    Ok(worst)
+                })
+            })
+        };
+        if started.recv().is_err() {
+            // It ended before its first round trip: its error says why.
+            return Err(thread
+                .join()
+                .map_err(|_| "the pinger panicked")?
+                .err()
+                .unwrap_or_else(|| "the pinger stopped".into()));
+        }
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops it; the slowest round trip it saw.
+    fn stop(self) -> Result<Duration, Error> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().map_err(|_| "the pinger panicked")?
     }
 }

@@ -781,6 +781,9 @@ impl Report {
                     self.w6_many(&agent, bare.as_ref());
                 }
                 self.throughput(&agent, bare.as_ref());
+                if self.wanted("w6") {
+                    self.ping_beside_list();
+                }
             }
             if self.wanted("cli") {
                 self.cli(&agent);
@@ -1214,6 +1217,50 @@ impl Report {
         ));
         self.extra
             .push(("tput_connections".into(), connections.to_string()));
+    }
+
+    /// How long one large answer holds up the agent's other connections (information; no target):
+    /// on a fresh journaling agent, the slowest `ping` on one connection while another gets a
+    /// `list` of every unit, against the slowest over as long with nothing else asked
+    /// (`over_socket::ping_beside_list`).
+    fn ping_beside_list(&mut self) {
+        let Some(agent) = self.start_agent(Journal::On) else {
+            return;
+        };
+        let (units, rounds) = (self.plan.reps(2_000, 20_000), self.plan.reps(1, 3));
+        self.progress(&format!(
+            "a ping beside a {units}-unit list, {rounds} round(s)"
+        ));
+        let results = match over_socket::ping_beside_list(agent.socket(), "holdup_", units, rounds)
+        {
+            Ok(results) => results,
+            Err(error) => {
+                self.notes
+                    .push(format!("the ping beside a large list failed: {error}"));
+                return;
+            }
+        };
+        let median = |pick: fn(&over_socket::PingBesideList) -> Duration| {
+            Samples::from_durations(&results.iter().map(pick).collect::<Vec<_>>()).median() / 1e6
+        };
+        let (during, quiet, list) = (
+            median(|r| r.worst_during),
+            median(|r| r.worst_quiet),
+            median(|r| r.list),
+        );
+        self.rows.push(
+            Row::new(
+                "ping_beside_list",
+                format!(
+                    "slowest `ping` on one connection while another gets a {units}-unit `list` \
+                     (baseline: slowest over as long with nothing else asked), agent with journal"
+                ),
+                Quantity::Ms,
+            )
+            .ours(during)
+            .base(quiet)
+            .reference(format!("info, no target; the `list` took {list:.1} ms")),
+        );
     }
 
     fn cli(&mut self, agent: &SocketChild) {
