@@ -99,7 +99,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
-use unitsync_core::{Event, EventKind, EventSink, Graph, GraphBuilder, RestoreError};
+use unitsync_core::{Event, EventKind, EventSink, Graph, GraphBuilder, RestoreError, UnitName};
 
 /// The journal format version this code reads and writes.
 pub const JOURNAL_VERSION: u64 = 1;
@@ -717,18 +717,61 @@ pub struct JournalWriter {
 type Encoded = (u64, Vec<u8>);
 
 /// The JSON payload of the [`JournalRecord`] `{seq, unix_ms, kind}`, byte for byte what serde
-/// writes for it, without cloning the kind or going through `flatten` (which buffers every field):
-/// the two numbers, then the kind's own object with its opening brace turned into a comma.
+/// writes for it (a test holds the two together), without cloning the kind or going through serde's
+/// `flatten` or its internally tagged enums, which buffer or re-escape every field name: the
+/// object's keys and the event's tag are written as the fixed bytes serde would write, every value
+/// through `serde_json` itself.
 fn encode_payload(seq: u64, unix_ms: u64, kind: &EventKind) -> serde_json::Result<Vec<u8>> {
+    /// `,"key":` and the value's JSON.
+    fn field(
+        payload: &mut Vec<u8>,
+        key: &[u8],
+        value: &(impl Serialize + ?Sized),
+    ) -> serde_json::Result<()> {
+        payload.extend_from_slice(key);
+        serde_json::to_writer(payload, value)
+    }
     let mut payload = Vec::with_capacity(128);
     payload.extend_from_slice(b"{\"seq\":");
     serde_json::to_writer(&mut payload, &seq)?;
-    payload.extend_from_slice(b",\"unix_ms\":");
-    serde_json::to_writer(&mut payload, &unix_ms)?;
-    let kind_at = payload.len();
-    serde_json::to_writer(&mut payload, kind)?;
-    // An event kind is an object with at least its tag: `{"event":...}`.
-    payload[kind_at] = b',';
+    field(&mut payload, b",\"unix_ms\":", &unix_ms)?;
+    match kind {
+        EventKind::Registered { unit } => {
+            payload.extend_from_slice(b",\"event\":\"registered\"");
+            field(&mut payload, b",\"unit\":", unit.as_str())?;
+        }
+        EventKind::DependencyAdded { unit, dependency } => {
+            payload.extend_from_slice(b",\"event\":\"dependency_added\"");
+            field(&mut payload, b",\"unit\":", unit.as_str())?;
+            field(&mut payload, b",\"dependency\":", dependency.as_str())?;
+        }
+        EventKind::Started { unit, by } => {
+            payload.extend_from_slice(b",\"event\":\"started\"");
+            field(&mut payload, b",\"unit\":", unit.as_str())?;
+            if let Some(by) = by {
+                field(&mut payload, b",\"by\":", by.as_str())?;
+            }
+        }
+        EventKind::Completed { unit } => {
+            payload.extend_from_slice(b",\"event\":\"completed\"");
+            field(&mut payload, b",\"unit\":", unit.as_str())?;
+        }
+        EventKind::Failed {
+            unit,
+            reason,
+            cause,
+        } => {
+            payload.extend_from_slice(b",\"event\":\"failed\"");
+            field(&mut payload, b",\"unit\":", unit.as_str())?;
+            field(&mut payload, b",\"reason\":", reason.as_str())?;
+            field(
+                &mut payload,
+                b",\"cause\":",
+                &cause.as_ref().map(UnitName::as_str),
+            )?;
+        }
+    }
+    payload.push(b'}');
     Ok(payload)
 }
 
@@ -1842,6 +1885,15 @@ mod batching {
                 unit: name("y"),
                 reason: "exit status 2: \"quoted\" \u{1F600}".into(),
                 cause: Some(name("x")),
+            },
+            EventKind::Failed {
+                unit: name("z"),
+                reason: "a\\b\n\t\u{1}".into(),
+                cause: None,
+            },
+            EventKind::Started {
+                unit: name("d"),
+                by: Some("claim \"with\" quotes\n".into()),
             },
         ];
         for (seq, kind) in (1..).zip(kinds) {
