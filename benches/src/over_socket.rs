@@ -365,10 +365,11 @@ pub fn ping_beside_list(
     Ok(results)
 }
 
-/// A thread pinging the agent on its own connection until stopped; keeps the slowest round trip.
+/// A thread pinging the agent on its own connection until stopped (or dropped); keeps the slowest
+/// round trip.
 struct Pinger {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Result<Duration, Error>>,
+    thread: Option<std::thread::JoinHandle<Result<Duration, Error>>>,
 }
 
 impl Pinger {
@@ -402,12 +403,28 @@ impl Pinger {
                 .err()
                 .unwrap_or_else(|| "the pinger stopped".into()));
         }
-        Ok(Self { stop, thread })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops it; the slowest round trip it saw.
-    fn stop(self) -> Result<Duration, Error> {
+    fn stop(mut self) -> Result<Duration, Error> {
         self.stop.store(true, Ordering::Release);
-        self.thread.join().map_err(|_| "the pinger panicked")?
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| "the pinger panicked")?,
+            None => Err("the pinger was already stopped".into()),
+        }
+    }
+}
+
+impl Drop for Pinger {
+    /// Stops the thread when a measurement ends early with an error.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

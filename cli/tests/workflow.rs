@@ -461,7 +461,7 @@ fn worker_threads(agent: &Agent, expected: usize) -> usize {
         if now == expected || std::time::Instant::now() > deadline {
             return now;
         }
-        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

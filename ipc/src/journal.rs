@@ -718,9 +718,9 @@ type Encoded = (u64, Vec<u8>);
 
 /// The JSON payload of the [`JournalRecord`] `{seq, unix_ms, kind}`, byte for byte what serde
 /// writes for it (a test holds the two together), without cloning the kind or going through serde's
-/// `flatten` or its internally tagged enums, which buffer or re-escape every field name: the
-/// object's keys and the event's tag are written as the fixed bytes serde would write, every value
-/// through `serde_json` itself.
+/// `flatten` and internally tagged enums, which escape-scan every key and go through the map
+/// machinery: the object's keys and the event's tag are written as the fixed bytes serde would
+/// write, every value through `serde_json` itself.
 fn encode_payload(seq: u64, unix_ms: u64, kind: &EventKind) -> serde_json::Result<Vec<u8>> {
     /// `,"key":` and the value's JSON.
     fn field(

@@ -67,7 +67,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use unitsync_core::{Graph, StartOutcome, UnitSnapshot, UnitState, WaitOutcome};
 
@@ -125,8 +125,14 @@ struct Shared {
     journal: Option<JournalHandle>,
     /// Gives memory back after crowds and large answers.
     trimmer: Trimmer,
+    /// Turns to build a large answer (see [`build_large`]).
+    large_answers: Semaphore,
     stopping: watch::Receiver<bool>,
 }
+
+/// How many large answers (see [`build_large`]) are built at once; the others wait their turn
+/// without holding a thread, as they queued on the one worker before.
+const LARGE_ANSWERS_AT_ONCE: usize = 2;
 
 impl Agent {
     /// Binds `path` (see `socket::listen` for the rules) to serve `graph`, keeping no state file
@@ -202,6 +208,7 @@ impl Agent {
             origin_unix_ms: self.origin_unix_ms,
             journal: self.journal.as_ref().map(|j| j.handle.clone()),
             trimmer: Trimmer::default(),
+            large_answers: Semaphore::new(LARGE_ANSWERS_AT_ONCE),
             stopping,
         });
         let mut connections = JoinSet::new();
@@ -355,12 +362,18 @@ fn change_and_answer(
 /// Builds and encodes an answer whose size grows with the graph on tokio's blocking pool, so that
 /// the worker threads go on serving meanwhile: with one worker (the agent's default on 2 CPUs) a
 /// 20,000-unit `list` built in place held every other connection up for up to 30 ms
-/// (benches/README.md, "How many worker threads"). The graph is read without locks, as on a
-/// worker.
+/// (benches/README.md, "How many worker threads"). The graph is read as on a worker, under no
+/// lock of the server's. At most [`LARGE_ANSWERS_AT_ONCE`] are built at a time, so that a burst of
+/// `list`s neither fills the blocking pool (which the journal's synced writes use too) nor holds a
+/// copy of the graph per request.
 async fn build_large(
     shared: &Shared,
     build: impl FnOnce(&Graph, u64) -> Response + Send + 'static,
 ) -> Answering {
+    // The semaphore is never closed.
+    let Ok(_turn) = shared.large_answers.acquire().await else {
+        return Answering::Built(Err(FrameError::Closed));
+    };
     let graph = shared.graph.clone();
     let origin_unix_ms = shared.origin_unix_ms;
     let built =
