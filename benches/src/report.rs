@@ -776,6 +776,12 @@ impl Report {
                 }
             }
             if load {
+                // What earlier jobs left dirty would be written out during the measurement.
+                let dirty_kib = machine::flush_pending_writes();
+                self.extra.push((
+                    "dirty_kib_flushed_before_load".into(),
+                    dirty_kib.to_string(),
+                ));
                 let bare = self.start_agent(Journal::Off);
                 if self.wanted("w6") {
                     self.w6_many(&agent, bare.as_ref());
