@@ -17,18 +17,7 @@ pub fn describe() -> String {
         .find_map(|line| line.strip_prefix("model name"))
         .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned())
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let mem_gib = meminfo_kib("MemTotal").map_or(0.0, |kib| kib as f64 / 1024.0 / 1024.0);
     format!(
         "{cpus} logical CPUs ({model}), {mem_gib:.1} GiB RAM, load average {}",
         load_average()
@@ -89,14 +78,7 @@ pub fn two_thread_speedup(runs: usize) -> f64 {
 pub fn flush_pending_writes() -> u64 {
     #[cfg(target_os = "linux")]
     {
-        let dirty_kib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|line| line.strip_prefix("Dirty:"))
-                    .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0);
+        let dirty_kib = meminfo_kib("Dirty").unwrap_or(0);
         // SAFETY: sync(2) takes no arguments, cannot fail and touches no memory of this process.
         unsafe { libc::sync() };
         dirty_kib
@@ -105,4 +87,13 @@ pub fn flush_pending_writes() -> u64 {
     {
         0
     }
+}
+
+/// The field `name` of `/proc/meminfo`, in KiB, if there is one.
+fn meminfo_kib(name: &str) -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(':')?;
+        value.trim().trim_end_matches("kB").trim().parse().ok()
+    })
 }

@@ -381,18 +381,17 @@ impl Pinger {
             let stop = Arc::clone(&stop);
             let path = path.to_owned();
             std::thread::spawn(move || {
-                client_runtime().block_on(async {
-                    let mut client = Client::connect(&path).await?;
-                    expect(&mut client, Request::Ping, "pong").await?;
-                    let _ = ready.send(());
-                    let mut worst = Duration::ZERO;
-                    while !stop.load(Ordering::Acquire) {
-                        let begin = Instant::now();
-                        expect(&mut client, Request::Ping, "pong").await?;
-                        worst = worst.max(begin.elapsed());
-                    }
-                    Ok(worst)
-                })
+                let mut client = PingClient::connect(&path)?;
+                client.round_trips(1)?;
+                let _ = ready.send(());
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::Acquire) {
+                    worst = client
+                        .round_trips(1)?
+                        .into_iter()
+                        .fold(worst, Duration::max);
+                }
+                Ok(worst)
             })
         };
         if started.recv().is_err() {
